@@ -1,0 +1,52 @@
+/* The index under construction: what every reader fills. Readers allocate
+ * from ix->arena, add tensors with jp_index_new_tensor(), give each its bytes
+ * with jp_index_place(), and jp_index_open*() finishes the index (name table,
+ * duplicate check, shared/contiguous flags) once the reader returns. */
+#ifndef JP_INDEX_IMPL_H
+#define JP_INDEX_IMPL_H
+
+#include "../common/common.h"
+
+struct jp_index {
+    jp_arena arena;
+    jp_format format;
+    uint32_t flags;        /* jp_open_opts.flags */
+    const char *name;      /* the file, for messages */
+    jp_vec maps;           /* jp_map: the file, and shards when there are several */
+    jp_vec tensors;        /* jp_tensor* */
+    jp_vec meta;           /* jp_meta */
+    jp_vec findings;       /* jp_finding */
+    uint32_t nstorages;
+    const jp_tensor **table; /* open addressing by name, built by finish */
+    size_t table_cap;
+};
+
+/* Limits every reader shares; five input bytes must never ask for 4 GiB. */
+#define JP_LIMIT_TENSORS (1u << 22)        /* tensors in one index */
+#define JP_LIMIT_NAME 4096                 /* bytes in one tensor name */
+
+jp_tensor *jp_index_new_tensor(jp_index *ix, const char *name, size_t name_len);
+jp_code jp_index_add_meta(jp_index *ix, const char *key, const char *value);
+jp_code jp_index_add_finding(jp_index *ix, jp_finding_kind kind, const char *global,
+                             const char *member, uint64_t offset);
+
+/* Set t->data (and numel, nbytes) for a tensor whose dtype, ndim, shape and
+ * strides are filled: its elements live in `span` (span_len bytes, starting at
+ * file offset `span_file_offset`), element 0 at byte `byte_offset`. Fails
+ * unless every element addressed by shape and strides lies inside the span. */
+jp_code jp_index_place(jp_index *ix, jp_tensor *t, const uint8_t *span, uint64_t span_len,
+                       uint64_t span_file_offset, uint64_t byte_offset, const char *member,
+                       jp_err *err);
+
+/* Fill row-major strides for t->shape. */
+void jp_tensor_default_strides(jp_tensor *t);
+
+/* Map another file into the index (shards); the mapping lives until close. */
+jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, size_t *len,
+                          jp_err *err);
+
+/* Readers, one per format. `data`/`len` is the whole file. */
+jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+
+#endif /* JP_INDEX_IMPL_H */
