@@ -147,4 +147,29 @@ typedef struct jp_map {
 jp_code jp_map_open(jp_map *m, const char *path, jp_err *err);
 void jp_map_close(jp_map *m);
 
+/* ---- output files that appear whole or not at all.
+ * Data go to a temporary file beside the target (same folder, so the rename
+ * is atomic); commit flushes, fsyncs and renames it over the target; abort
+ * (or a failed commit) removes it. The target is never opened for writing,
+ * so a failure leaves no partial file and never touches an existing one. */
+
+typedef struct jp_outfile {
+    int fd;
+    char *path, *tmp;   /* heap copies */
+    unsigned char *buf; /* write buffer */
+    size_t buflen, bufcap;
+    uint64_t written;   /* bytes accepted so far: the current file offset */
+    bool created;       /* the temporary file exists */
+} jp_outfile;
+
+jp_code jp_outfile_open(jp_outfile *f, const char *path, jp_err *err);
+jp_code jp_outfile_write(jp_outfile *f, const void *data, size_t len, jp_err *err);
+/* Write at an absolute offset already passed (patching a header); flushes first. */
+jp_code jp_outfile_pwrite(jp_outfile *f, const void *data, size_t len, uint64_t offset, jp_err *err);
+jp_code jp_outfile_commit(jp_outfile *f, jp_err *err);
+void jp_outfile_abort(jp_outfile *f);
+/* Temporary files still open, removed by jp_outfile_cleanup_all(); a signal
+ * handler of the caller (the CLI on SIGINT) may call it: it only unlinks. */
+void jp_outfile_cleanup_all(void);
+
 #endif /* JP_COMMON_H */

@@ -1,0 +1,35 @@
+/* Writers: where converted tensors go. A sink is told every tensor up front
+ * (safetensors and msgpack put sizes in a header before any data), then
+ * receives each tensor's dense bytes in that order, possibly in several
+ * pieces, then commits. The file appears only on commit (jp_outfile). */
+#ifndef JP_SINK_H
+#define JP_SINK_H
+
+#include "../common/common.h"
+
+typedef struct jp_sink_tensor {
+    const char *name;   /* path with '.' or '/' separators as the format wants */
+    jp_dtype dtype;
+    int32_t ndim;
+    int64_t shape[JP_MAX_DIMS];
+    uint64_t nbytes;
+} jp_sink_tensor;
+
+typedef struct jp_sink_opts {
+    const jp_meta *meta;     /* safetensors __metadata__; may be NULL */
+    size_t nmeta;
+    uint64_t shard_bytes;    /* safetensors: split into shards above this size; 0 = one file */
+} jp_sink_opts;
+
+typedef struct jp_sink jp_sink;
+
+/* The sink's format is told from the output path's extension
+ * (.safetensors .npz .msgpack .eqx) unless `format` is given. */
+jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
+                     size_t n, const jp_sink_opts *opts, jp_err *err);
+/* The next bytes of tensor i; tensors must come in order, each whole. */
+jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err);
+jp_code jp_sink_commit(jp_sink *s, jp_err *err);  /* frees the sink */
+void jp_sink_abort(jp_sink *s);                    /* frees the sink; NULL allowed */
+
+#endif /* JP_SINK_H */
