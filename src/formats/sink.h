@@ -32,4 +32,32 @@ jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err
 jp_code jp_sink_commit(jp_sink *s, jp_err *err);  /* frees the sink */
 void jp_sink_abort(jp_sink *s);                    /* frees the sink; NULL allowed */
 
+/* ---- for writers: each format implements these operations. */
+
+struct jp_sink {
+    const struct jp_sink_ops *ops;
+    jp_outfile out;              /* the file (a writer of several files keeps its own) */
+    const char *path;
+    jp_sink_tensor *tensors;     /* copy of the caller's list, names in the arena */
+    size_t n;
+    size_t next;                 /* the tensor being written */
+    uint64_t left;               /* its bytes still to come */
+    jp_sink_opts opts;
+    jp_arena arena;              /* freed with the sink */
+    void *state;                 /* the writer's own, from the arena */
+};
+
+struct jp_sink_ops {
+    const char *extension;       /* ".safetensors" */
+    jp_format format;
+    /* After the list is known and s->out is open: write headers. */
+    jp_code (*begin)(jp_sink *s, jp_err *err);
+    /* Bytes of tensor s->next (sink.c checks order and sizes first). */
+    jp_code (*write)(jp_sink *s, const void *data, size_t len, jp_err *err);
+    /* Called when tensor s->next has all its bytes. May be NULL. */
+    jp_code (*tensor_done)(jp_sink *s, jp_err *err);
+    /* After the last tensor, before s->out is committed: trailers. May be NULL. */
+    jp_code (*finish)(jp_sink *s, jp_err *err);
+};
+
 #endif /* JP_SINK_H */

@@ -1,0 +1,108 @@
+/* Sinks: order and size checks shared by every writer, and the choice of
+ * writer from the output's extension. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sink.h"
+
+/* Writers register here; each is a `const struct jp_sink_ops` in its file. */
+static const struct jp_sink_ops *const writers[] = {
+    NULL, /* placeholder so the table is never empty */
+};
+
+static const struct jp_sink_ops *find_writer(const char *path, jp_format format) {
+    size_t plen = strlen(path);
+    for (size_t i = 0; i < sizeof writers / sizeof writers[0]; i++) {
+        const struct jp_sink_ops *w = writers[i];
+        if (!w) continue;
+        if (format != JP_FORMAT_UNKNOWN) {
+            if (w->format == format) return w;
+            continue;
+        }
+        size_t elen = strlen(w->extension);
+        if (plen >= elen && strcmp(path + plen - elen, w->extension) == 0) return w;
+    }
+    return NULL;
+}
+
+static void skip_empty(jp_sink *s) {
+    while (s->next < s->n && s->tensors[s->next].nbytes == 0) s->next++;
+    s->left = s->next < s->n ? s->tensors[s->next].nbytes : 0;
+}
+
+void jp_sink_abort(jp_sink *s) {
+    if (!s) return;
+    jp_outfile_abort(&s->out);
+    jp_arena_free(&s->arena);
+    free(s);
+}
+
+jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
+                     size_t n, const jp_sink_opts *opts, jp_err *err) {
+    jp_err_clear(err);
+    *out = NULL;
+    const struct jp_sink_ops *ops = find_writer(path, format);
+    if (!ops)
+        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
+                          "%s: no writer for this output (known: .safetensors .npz .msgpack .eqx)",
+                          path);
+    jp_sink *s = calloc(1, sizeof *s);
+    if (!s) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    s->out.fd = -1;
+    jp_arena_init(&s->arena);
+    s->ops = ops;
+    s->n = n;
+    if (opts) s->opts = *opts;
+    s->path = jp_arena_strdup(&s->arena, path);
+    s->tensors = jp_arena_alloc_array(&s->arena, n ? n : 1, sizeof *s->tensors);
+    if (!s->path || !s->tensors) {
+        jp_sink_abort(s);
+        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->tensors[i] = tensors[i];
+        s->tensors[i].name = jp_arena_strdup(&s->arena, tensors[i].name);
+        if (!s->tensors[i].name) {
+            jp_sink_abort(s);
+            return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+        }
+    }
+    jp_code rc = jp_outfile_open(&s->out, path, err);
+    if (!rc) rc = ops->begin(s, err);
+    if (rc) {
+        jp_sink_abort(s);
+        return rc;
+    }
+    skip_empty(s);
+    *out = s;
+    return JP_OK;
+}
+
+jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err) {
+    if (i != s->next || i >= s->n)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, i < s->n ? s->tensors[i].name : NULL,
+                          "tensor %zu written out of order (expected %zu)", i, s->next);
+    if (len > s->left)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[i].name,
+                          "%zu bytes given but only %llu remain", len, (unsigned long long)s->left);
+    jp_code rc = s->ops->write(s, data, len, err);
+    if (rc) return rc;
+    s->left -= len;
+    if (s->left == 0) {
+        if (s->ops->tensor_done && (rc = s->ops->tensor_done(s, err))) return rc;
+        s->next++;
+        skip_empty(s);
+    }
+    return JP_OK;
+}
+
+jp_code jp_sink_commit(jp_sink *s, jp_err *err) {
+    jp_code rc = JP_OK;
+    if (s->next < s->n)
+        rc = jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[s->next].name,
+                        "commit before every tensor was written");
+    if (!rc && s->ops->finish) rc = s->ops->finish(s, err);
+    if (!rc) rc = jp_outfile_commit(&s->out, err);
+    jp_sink_abort(s); /* frees; the committed file stays */
+    return rc;
+}
