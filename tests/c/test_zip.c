@@ -1,164 +1,13 @@
 /* Tests for src/formats/zip.c: archives built here byte by byte (stored,
  * deflated, with data descriptors, zip64), then broken one field at a time;
  * each broken table must fail with the expected code at the expected offset. */
-#include <stdlib.h>
-#include <zlib.h>
-
 #include "check.h"
 #include "formats/zip.h"
-
-typedef struct member {
-    const char *name;
-    const char *text;
-    bool deflate;
-} member;
-
-/* Where the builder put things, so tests can break them. */
-typedef struct layout {
-    size_t local[8], data[8], central[8], len;
-    size_t z64_record, z64_locator, eocd;
-} layout;
-
-typedef struct opts {
-    bool zip64, descriptor;
-    const char *comment;
-} opts;
-
-static size_t put(uint8_t *buf, size_t at, uint64_t v, int n) {
-    jp_store_le(buf + at, v, n);
-    return at + (size_t)n;
-}
-
-static size_t put_bytes(uint8_t *buf, size_t at, const void *p, size_t n) {
-    memcpy(buf + at, p, n);
-    return at + n;
-}
-
-/* Raw deflate of text into out; returns the compressed size. */
-static size_t deflate_raw(const char *text, uint8_t *out, size_t cap) {
-    z_stream s;
-    memset(&s, 0, sizeof s);
-    deflateInit2(&s, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-    s.next_in = (Bytef *)(uintptr_t)text;
-    s.avail_in = (uInt)strlen(text);
-    s.next_out = out;
-    s.avail_out = (uInt)cap;
-    deflate(&s, Z_FINISH);
-    size_t n = s.total_out;
-    deflateEnd(&s);
-    return n;
-}
-
-static size_t build(uint8_t *buf, const member *m, size_t n, opts o, layout *L) {
-    size_t at = 0;
-    uint64_t csz[8], usz[8];
-    uint32_t crc[8];
-    for (size_t i = 0; i < n; i++) {
-        uint8_t packed[512];
-        const uint8_t *payload = (const uint8_t *)m[i].text;
-        usz[i] = strlen(m[i].text);
-        csz[i] = usz[i];
-        if (m[i].deflate) {
-            csz[i] = deflate_raw(m[i].text, packed, sizeof packed);
-            payload = packed;
-        }
-        crc[i] = (uint32_t)crc32(0, (const Bytef *)m[i].text, (uInt)usz[i]);
-        size_t nlen = strlen(m[i].name);
-        L->local[i] = at;
-        at = put(buf, at, 0x04034b50, 4);
-        at = put(buf, at, 45, 2);
-        at = put(buf, at, o.descriptor ? 8 : 0, 2);
-        at = put(buf, at, m[i].deflate ? 8 : 0, 2);
-        at = put(buf, at, 0, 4);
-        at = put(buf, at, o.descriptor ? 0 : crc[i], 4);
-        uint64_t lc = o.descriptor ? 0 : o.zip64 ? 0xffffffffu : csz[i];
-        uint64_t lu = o.descriptor ? 0 : o.zip64 ? 0xffffffffu : usz[i];
-        at = put(buf, at, lc, 4);
-        at = put(buf, at, lu, 4);
-        at = put(buf, at, nlen, 2);
-        at = put(buf, at, o.zip64 ? 20 : 0, 2);
-        at = put_bytes(buf, at, m[i].name, nlen);
-        if (o.zip64) {
-            at = put(buf, at, 1, 2);
-            at = put(buf, at, 16, 2);
-            at = put(buf, at, usz[i], 8);
-            at = put(buf, at, csz[i], 8);
-        }
-        L->data[i] = at;
-        at = put_bytes(buf, at, payload, (size_t)csz[i]);
-        if (o.descriptor) {
-            at = put(buf, at, 0x08074b50, 4);
-            at = put(buf, at, crc[i], 4);
-            at = put(buf, at, csz[i], 4);
-            at = put(buf, at, usz[i], 4);
-        }
-    }
-    size_t dir = at;
-    for (size_t i = 0; i < n; i++) {
-        size_t nlen = strlen(m[i].name);
-        L->central[i] = at;
-        at = put(buf, at, 0x02014b50, 4);
-        at = put(buf, at, 45, 2);
-        at = put(buf, at, 45, 2);
-        at = put(buf, at, o.descriptor ? 8 : 0, 2);
-        at = put(buf, at, m[i].deflate ? 8 : 0, 2);
-        at = put(buf, at, 0, 4);
-        at = put(buf, at, crc[i], 4);
-        at = put(buf, at, o.zip64 ? 0xffffffffu : csz[i], 4);
-        at = put(buf, at, o.zip64 ? 0xffffffffu : usz[i], 4);
-        at = put(buf, at, nlen, 2);
-        at = put(buf, at, o.zip64 ? 28 : 0, 2);
-        at = put(buf, at, 0, 2);  /* comment */
-        at = put(buf, at, 0, 2);  /* disk */
-        at = put(buf, at, 0, 2);  /* internal attributes */
-        at = put(buf, at, 0, 4);  /* external attributes */
-        at = put(buf, at, o.zip64 ? 0xffffffffu : L->local[i], 4);
-        at = put_bytes(buf, at, m[i].name, nlen);
-        if (o.zip64) {
-            at = put(buf, at, 1, 2);
-            at = put(buf, at, 24, 2);
-            at = put(buf, at, usz[i], 8);
-            at = put(buf, at, csz[i], 8);
-            at = put(buf, at, L->local[i], 8);
-        }
-    }
-    size_t dir_size = at - dir;
-    if (o.zip64) {
-        L->z64_record = at;
-        at = put(buf, at, 0x06064b50, 4);
-        at = put(buf, at, 44, 8);
-        at = put(buf, at, 45, 2);
-        at = put(buf, at, 45, 2);
-        at = put(buf, at, 0, 4);
-        at = put(buf, at, 0, 4);
-        at = put(buf, at, n, 8);
-        at = put(buf, at, n, 8);
-        at = put(buf, at, dir_size, 8);
-        at = put(buf, at, dir, 8);
-        L->z64_locator = at;
-        at = put(buf, at, 0x07064b50, 4);
-        at = put(buf, at, 0, 4);
-        at = put(buf, at, L->z64_record, 8);
-        at = put(buf, at, 1, 4);
-    }
-    size_t clen = o.comment ? strlen(o.comment) : 0;
-    L->eocd = at;
-    at = put(buf, at, 0x06054b50, 4);
-    at = put(buf, at, 0, 2);
-    at = put(buf, at, 0, 2);
-    at = put(buf, at, o.zip64 ? 0xffff : n, 2);
-    at = put(buf, at, o.zip64 ? 0xffff : n, 2);
-    at = put(buf, at, o.zip64 ? 0xffffffffu : dir_size, 4);
-    at = put(buf, at, o.zip64 ? 0xffffffffu : dir, 4);
-    at = put(buf, at, clen, 2);
-    at = put_bytes(buf, at, o.comment ? o.comment : "", clen);
-    L->len = at;
-    return at;
-}
+#include "zipbuild.h"
 
 static const member two[] = {
-    {"arch/data.pkl", "pickle bytes here", false},
-    {"arch/data/123", "deflated tensor bytes, deflated tensor bytes, deflated", true},
+    TEXT_MEMBER("arch/data.pkl", "pickle bytes here", false),
+    TEXT_MEMBER("arch/data/123", "deflated tensor bytes, deflated tensor bytes, deflated", true),
 };
 
 static jp_code open_buf(const uint8_t *buf, size_t len, jp_zip *z, jp_arena *a, jp_err *err) {
@@ -185,8 +34,8 @@ static void check_members(const uint8_t *buf, size_t len, const char *what) {
         const uint8_t *p = NULL;
         uint64_t n = 0;
         CHECK_EQ_U64(jp_zip_read(&z, e, &a, &p, &n, &err), JP_OK);
-        CHECK_EQ_U64(n, strlen(two[i].text));
-        CHECK(p && memcmp(p, two[i].text, (size_t)n) == 0);
+        CHECK_EQ_U64(n, two[i].len);
+        CHECK(p && memcmp(p, two[i].data, (size_t)n) == 0);
         /* Stored members are views into the buffer, deflated ones copies. */
         CHECK((p >= buf && p < buf + len) == !two[i].deflate);
     }
