@@ -6,15 +6,16 @@ import numpy as np
 
 from . import _core
 
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16, float8 and complex32 tensors then raise DtypeError
+    ml_dtypes = None
+
 
 @functools.cache
 def numpy_dtypes():
     """numpy dtypes by jaxport's numpy name; ml_dtypes supplies bfloat16,
     the float8 kinds and complex32. Names numpy cannot express are left out."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        ml_dtypes = None
     table = {}
     for name in _core.dtype_names:
         kind = getattr(ml_dtypes, name, None)
