@@ -38,10 +38,12 @@
 
 /* ---------------------------------------------------------------- dtypes */
 
-static const struct {
+typedef struct named_dtype {
     const char *name;
     jp_dtype dt;
-} torch_dtypes[] = {
+} named_dtype;
+
+static const named_dtype torch_dtypes[] = {
     {"float64", JP_F64},          {"double", JP_F64},
     {"float32", JP_F32},          {"float", JP_F32},
     {"float16", JP_F16},          {"half", JP_F16},
@@ -60,10 +62,7 @@ static const struct {
     {"float4_e2m1fn_x2", JP_F4_E2M1FN_X2},
 };
 
-static const struct {
-    const char *name;
-    jp_dtype dt;
-} storage_types[] = {
+static const named_dtype storage_types[] = {
     {"DoubleStorage", JP_F64},       {"FloatStorage", JP_F32},
     {"HalfStorage", JP_F16},         {"BFloat16Storage", JP_BF16},
     {"LongStorage", JP_I64},         {"IntStorage", JP_I32},
@@ -78,13 +77,18 @@ static bool is_global(const jp_pv *v, const char *module, const char *name) {
            strcmp(v->u.global.name, name) == 0;
 }
 
+static jp_dtype dtype_named(const named_dtype *table, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, table[i].name) == 0) return table[i].dt;
+    return JP_DTYPE_INVALID;
+}
+
 /* torch.float32 and friends, as pickled dtype objects. */
 static jp_dtype dtype_of_global(const jp_pv *v) {
     if (!v || v->kind != JP_PV_GLOBAL || strcmp(v->u.global.module, "torch") != 0)
         return JP_DTYPE_INVALID;
-    for (size_t i = 0; i < sizeof torch_dtypes / sizeof torch_dtypes[0]; i++)
-        if (strcmp(v->u.global.name, torch_dtypes[i].name) == 0) return torch_dtypes[i].dt;
-    return JP_DTYPE_INVALID;
+    return dtype_named(torch_dtypes, sizeof torch_dtypes / sizeof torch_dtypes[0],
+                       v->u.global.name);
 }
 
 /* torch.FloatStorage, torch.cuda.HalfStorage (saved from a GPU), torch.UntypedStorage. */
@@ -93,9 +97,8 @@ static jp_dtype dtype_of_storage_type(const jp_pv *v) {
     const char *m = v->u.global.module;
     if (strcmp(m, "torch") != 0 && strcmp(m, "torch.cuda") != 0 && strcmp(m, "torch.storage") != 0)
         return JP_DTYPE_INVALID;
-    for (size_t i = 0; i < sizeof storage_types / sizeof storage_types[0]; i++)
-        if (strcmp(v->u.global.name, storage_types[i].name) == 0) return storage_types[i].dt;
-    return JP_DTYPE_INVALID;
+    return dtype_named(storage_types, sizeof storage_types / sizeof storage_types[0],
+                       v->u.global.name);
 }
 
 /* ---------------------------------------------------------------- hash table
@@ -131,12 +134,6 @@ static bool htab_grow(htab *h, uint64_t (*hash)(const void *item)) {
     h->slots = s;
     h->cap = cap;
     return true;
-}
-
-static uint64_t hash_str(const char *s) {
-    uint64_t x = 1469598103934665603ull;
-    for (; *s; s++) x = (x ^ (unsigned char)*s) * 1099511628211ull;
-    return x;
 }
 
 static uint64_t hash_ptr(const void *p) {
@@ -193,10 +190,12 @@ typedef struct tctx {
 static bool storage_eq(const void *item, const void *probe) {
     return strcmp(((const storage *)item)->key, (const char *)probe) == 0;
 }
-static uint64_t storage_hash(const void *item) { return hash_str(((const storage *)item)->key); }
+static uint64_t storage_hash(const void *item) {
+    return jp_hash_str(((const storage *)item)->key);
+}
 
 static storage *storage_find(tctx *c, const char *key) {
-    void **slot = htab_slot(&c->storages, hash_str(key), storage_eq, key);
+    void **slot = htab_slot(&c->storages, jp_hash_str(key), storage_eq, key);
     return slot ? *slot : NULL;
 }
 
@@ -206,7 +205,7 @@ static storage *storage_add(tctx *c, const char *key) {
     s->key = jp_arena_strdup(&c->ix->arena, key);
     if (!s->key) return NULL;
     s->file_offset = JP_NO_OFFSET;
-    *htab_slot(&c->storages, hash_str(key), storage_eq, key) = s;
+    *htab_slot(&c->storages, jp_hash_str(key), storage_eq, key) = s;
     c->storages.len++;
     return s;
 }
@@ -906,13 +905,18 @@ static jp_code walk_root(tctx *c, const jp_pv *root) {
     return walk(c, root, 0);
 }
 
-static void ctx_init(tctx *c, jp_index *ix, jp_err *err) {
-    memset(c, 0, sizeof *c);
+/* Run a reader with a fresh context (on the heap: it holds a name buffer). */
+static jp_code with_context(jp_index *ix, const uint8_t *data, size_t len, jp_err *err,
+                            jp_code (*read)(tctx *, const uint8_t *, size_t)) {
+    tctx *c = calloc(1, sizeof *c);
+    if (!c) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     c->ix = ix;
     c->err = err;
+    jp_code rc = read(c, data, len);
+    free(c->storages.slots);
+    free(c);
+    return rc;
 }
-
-static void ctx_free(tctx *c) { free(c->storages.slots); }
 
 /* ---------------------------------------------------------------- zip */
 
@@ -961,13 +965,7 @@ static jp_code read_zip(tctx *c, const uint8_t *data, size_t len) {
 }
 
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err) {
-    tctx *c = malloc(sizeof *c);
-    if (!c) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-    ctx_init(c, ix, err);
-    jp_code rc = read_zip(c, data, len);
-    ctx_free(c);
-    free(c);
-    return rc;
+    return with_context(ix, data, len, err, read_zip);
 }
 
 /* ---------------------------------------------------------------- legacy */
@@ -1083,11 +1081,5 @@ static jp_code read_legacy(tctx *c, const uint8_t *data, size_t len) {
 }
 
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err) {
-    tctx *c = malloc(sizeof *c);
-    if (!c) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-    ctx_init(c, ix, err);
-    jp_code rc = read_legacy(c, data, len);
-    ctx_free(c);
-    free(c);
-    return rc;
+    return with_context(ix, data, len, err, read_legacy);
 }

@@ -183,12 +183,6 @@ static jp_code apply_zip64_extra(const uint8_t *extra, size_t n, uint64_t extra_
     return JP_OK;
 }
 
-static uint64_t hash_bytes(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 /* Check the local header against the central one and find the data. */
 static jp_code check_local(const jp_zip *z, jp_zip_entry *e, uint64_t dir_offset, jp_err *err) {
     jp_cur c = jp_cur_make(z->data, dir_offset, 0);
@@ -291,7 +285,7 @@ static jp_code read_central(jp_zip *z, jp_arena *arena, jp_cur *c, jp_zip_entry 
                           (unsigned long long)e->csize, (unsigned long long)e->usize);
     if (disk != 0 && disk != 0xffff)
         return jp_err_set(err, JP_UNSUPPORTED, at + 34, e->name, "the member is on disk %u", disk);
-    size_t h0 = (size_t)hash_bytes(e->name) & (cap - 1);
+    size_t h0 = (size_t)jp_hash_str(e->name) & (cap - 1);
     for (size_t s = h0; table[s]; s = (s + 1) & (cap - 1))
         if (strcmp(z->entries[table[s] - 1].name, e->name) == 0)
             return jp_err_set(err, JP_CORRUPT, at, e->name,
@@ -352,7 +346,7 @@ jp_code jp_zip_open(jp_zip *z, jp_arena *arena, const uint8_t *data, size_t len,
 
 const jp_zip_entry *jp_zip_find(const jp_zip *z, const char *name) {
     if (!z || !name || !z->table) return NULL;
-    for (size_t s = (size_t)hash_bytes(name) & (z->table_cap - 1); z->table[s];
+    for (size_t s = (size_t)jp_hash_str(name) & (z->table_cap - 1); z->table[s];
          s = (s + 1) & (z->table_cap - 1))
         if (strcmp(z->entries[z->table[s] - 1].name, name) == 0) return &z->entries[z->table[s] - 1];
     return NULL;

@@ -42,6 +42,14 @@ static size_t put_bytes(uint8_t *buf, size_t at, const void *p, size_t n) {
     return at + n;
 }
 
+/* A zip64 extra field holding n 8-byte values. */
+static size_t put_zip64(uint8_t *buf, size_t at, const uint64_t *v, int n) {
+    at = put(buf, at, 1, 2);
+    at = put(buf, at, 8u * (unsigned)n, 2);
+    for (int i = 0; i < n; i++) at = put(buf, at, v[i], 8);
+    return at;
+}
+
 /* Raw deflate of data into out; returns the compressed size. */
 static size_t deflate_raw(const void *data, size_t len, uint8_t *out, size_t cap) {
     z_stream s;
@@ -86,12 +94,7 @@ static size_t build(uint8_t *buf, const member *m, size_t n, opts o, layout *L) 
         at = put(buf, at, nlen, 2);
         at = put(buf, at, o.zip64 ? 20 : 0, 2);
         at = put_bytes(buf, at, m[i].name, nlen);
-        if (o.zip64) {
-            at = put(buf, at, 1, 2);
-            at = put(buf, at, 16, 2);
-            at = put(buf, at, usz[i], 8);
-            at = put(buf, at, csz[i], 8);
-        }
+        if (o.zip64) at = put_zip64(buf, at, (uint64_t[]){usz[i], csz[i]}, 2);
         L->data[i] = at;
         at = put_bytes(buf, at, payload, (size_t)csz[i]);
         if (o.descriptor) {
@@ -122,13 +125,7 @@ static size_t build(uint8_t *buf, const member *m, size_t n, opts o, layout *L) 
         at = put(buf, at, 0, 4);  /* external attributes */
         at = put(buf, at, o.zip64 ? 0xffffffffu : L->local[i], 4);
         at = put_bytes(buf, at, m[i].name, nlen);
-        if (o.zip64) {
-            at = put(buf, at, 1, 2);
-            at = put(buf, at, 24, 2);
-            at = put(buf, at, usz[i], 8);
-            at = put(buf, at, csz[i], 8);
-            at = put(buf, at, L->local[i], 8);
-        }
+        if (o.zip64) at = put_zip64(buf, at, (uint64_t[]){usz[i], csz[i], L->local[i]}, 3);
     }
     size_t dir_size = at - dir;
     if (o.zip64) {
