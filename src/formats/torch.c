@@ -393,7 +393,10 @@ static void repr_text(sbuf *b, const char *s, size_t n, bool bytes) {
     sb_str(b, bytes ? "b'" : "'");
     for (size_t i = 0; i < n && !b->full; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '\'' || ch == '\\') {
+        const char *esc = ch == '\n' ? "\\n" : ch == '\r' ? "\\r" : ch == '\t' ? "\\t" : NULL;
+        if (esc) {
+            sb_str(b, esc);
+        } else if (ch == '\'' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
             sb_put(b, e, 2);
         } else if (ch < 0x20 || ch == 0x7f || (bytes && ch >= 0x80)) {

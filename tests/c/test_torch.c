@@ -71,6 +71,7 @@ typedef struct spec {
     bool legacy;
     bool hostile;         /* adds "x": posix.system('true') */
     bool cycle;           /* adds "c": a list that contains itself */
+    bool values;          /* adds plain values of every kind */
     bool wrap_parameter;  /* _rebuild_parameter(tensor, False, OrderedDict()) */
     const char *byteorder;
     const char *first;    /* name of the first member; NULL: arch/data.pkl */
@@ -131,6 +132,35 @@ static void emit_tensor(pk *p, const spec *s, where *w) {
     }
 }
 
+/* Plain values whose reprs become meta entries. */
+static void emit_values(pk *p) {
+    static const uint8_t big[] = {0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x40};  /* 2**70 */
+    static const uint8_t neg[] = {0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0};  /* -2**70 */
+    static const uint8_t tenth[] = {'G', 0x3f, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a};
+    pk_str(p, "big");
+    pk_bytes(p, big, sizeof big);
+    pk_str(p, "neg");
+    pk_bytes(p, neg, sizeof neg);
+    pk_str(p, "f");
+    pk_bytes(p, tenth, sizeof tenth);
+    pk_str(p, "s");
+    pk_str(p, "it's\n");
+    pk_str(p, "t");
+    op(p, '(');
+    pk_int(p, 1);
+    op(p, 'N');
+    op(p, 0x88);
+    op(p, 't');
+    pk_str(p, "one");
+    pk_int(p, 5);
+    op(p, 0x85);
+    pk_str(p, "dev");
+    pk_global(p, "torch", "device");
+    pk_str(p, "cpu");
+    op(p, 0x85);
+    op(p, 'R');
+}
+
 static void emit_object(pk *p, const spec *s, where *w) {
     op(p, 0x80);
     op(p, 2);
@@ -145,6 +175,7 @@ static void emit_object(pk *p, const spec *s, where *w) {
         op(p, 0x85);
         op(p, 'R');
     }
+    if (s->values) emit_values(p);
     if (s->cycle) {
         pk_str(p, "c");
         w->cycle_list = op(p, ']');
@@ -287,6 +318,27 @@ static void test_reads(void) {
     CHECK(f && f->kind == JP_FIND_DENIED && strcmp(f->global, "posix.system") == 0 &&
           f->offset == w.hostile && strcmp(f->member, "arch/data.pkl") == 0);
     CHECK(ix && jp_index_find(ix, "w") != NULL);
+    jp_index_close(ix);
+}
+
+static void test_values(void) {
+    static const char *const want[][2] = {
+        {"big", "1180591620717411303424"}, {"neg", "-1180591620717411303424"}, {"f", "0.1"},
+        {"s", "'it\\'s\\n'"}, {"t", "(1, None, True)"}, {"one", "(5,)"},
+        {"dev", "torch.device('cpu')"},
+    };
+    spec s = base_spec();
+    s.values = true;
+    uint8_t buf[8192];
+    where w;
+    jp_index *ix;
+    jp_err err;
+    CHECK_EQ_U64(open_spec(&s, 0, buf, &w, &ix, &err), JP_OK);
+    CHECK_EQ_U64(jp_index_meta_count(ix), 7);
+    for (size_t i = 0; i < 7 && i < jp_index_meta_count(ix); i++) {
+        CHECK_STR(jp_index_meta_at(ix, i)->key, want[i][0]);
+        CHECK_STR(jp_index_meta_at(ix, i)->value, want[i][1]);
+    }
     jp_index_close(ix);
 }
 
@@ -437,6 +489,7 @@ static void test_truncations(void) {
 
 int main(void) {
     test_reads();
+    test_values();
     test_bad();
     test_truncations();
     return check_done("torch");
