@@ -156,7 +156,6 @@ typedef struct storage {
     uint64_t file_offset;    /* JP_NO_OFFSET when the bytes are a copy */
     bool owned;
     uint32_t index;          /* jp_tensor.storage */
-    uint64_t decl_offset;    /* the persistent id's offset, for messages */
     /* legacy views: a window on another storage */
     const char *root_key;
     uint64_t view_offset;    /* elements */
@@ -589,7 +588,6 @@ static jp_code declare_storage(tctx *c, const jp_pv *pid, storage **out) {
         s->dtype = dt;
         s->numel = numel;
         s->len = len;
-        s->decl_offset = pid->offset;
         s->index = UINT32_MAX;
     } else if (s->dtype != dt || s->numel != numel) {
         return fail(c, JP_CORRUPT, pid, "storage '%s' is declared twice with different types or "
@@ -604,6 +602,8 @@ static jp_code declare_storage(tctx *c, const jp_pv *pid, storage **out) {
     if (!vkey || vm->u.seq.items[1]->kind != JP_PV_INT || vm->u.seq.items[2]->kind != JP_PV_INT ||
         vm->u.seq.items[1]->u.i < 0 || vm->u.seq.items[2]->u.i < 0)
         return fail(c, JP_CORRUPT, pid, "a storage view that is not (key, offset, size)");
+    if (s->root_key)
+        return fail(c, JP_CORRUPT, pid, "storage view '%s' of '%s', itself a view", vkey, key);
     uint64_t voff = (uint64_t)vm->u.seq.items[1]->u.i, vnum = (uint64_t)vm->u.seq.items[2]->u.i;
     uint64_t vend;
     if (jp_add_overflow(voff, vnum, &vend) || vend > numel)
@@ -617,7 +617,6 @@ static jp_code declare_storage(tctx *c, const jp_pv *pid, storage **out) {
         v->len = vnum * jp_dtype_size(dt);
         v->root_key = s->key;
         v->view_offset = voff;
-        v->decl_offset = pid->offset;
         v->index = UINT32_MAX;
     }
     *out = v;
