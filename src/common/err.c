@@ -60,12 +60,8 @@ jp_code jp_err_set(jp_err *err, jp_code code, uint64_t offset, const char *membe
 void jp_err_prefix(jp_err *err, const char *name) {
     if (!err || !name || !*name || err->code == JP_OK) return;
     size_t n = strlen(name);
-    if (strncmp(err->msg, name, n) == 0 &&
-        (err->msg[n] == ':' || strncmp(err->msg + n, " @ ", 3) == 0))
-        return;
+    if (strncmp(err->msg, name, n) == 0 && err->msg[n] == ':') return;
     char tmp[JP_ERR_MSG_MAX];
-    /* A message with an offset but no member reads "file @ 0x1a3: ...". */
-    snprintf(tmp, sizeof tmp, strncmp(err->msg, "@ ", 2) == 0 ? "%s %s" : "%s: %s", name,
-             err->msg);
+    snprintf(tmp, sizeof tmp, "%s: %s", name, err->msg);
     memcpy(err->msg, tmp, sizeof tmp);
 }

@@ -15,11 +15,6 @@ static void test_errors(void) {
     jp_err_prefix(&err, "model.pt"); /* once only */
     CHECK_STR(err.msg, "model.pt: archive/data.pkl @ 0x1a3: ends after 7 bytes");
     CHECK_EQ_U64(jp_err_set(NULL, JP_CORRUPT, 0, NULL, "x"), JP_CORRUPT); /* NULL err allowed */
-    jp_err_set(&err, JP_TRUNCATED, 0x20, NULL, "ends early");
-    jp_err_prefix(&err, "old.pt");
-    CHECK_STR(err.msg, "old.pt @ 0x20: ends early");
-    jp_err_prefix(&err, "old.pt");
-    CHECK_STR(err.msg, "old.pt @ 0x20: ends early");
     CHECK_STR(jp_code_name(JP_NOT_FOUND), "NOT_FOUND");
     CHECK_STR(jp_code_name((jp_code)999), "UNKNOWN");
     for (int c = 0; c < JP_CODE_COUNT; c++) CHECK(jp_code_message((jp_code)c)[0] != '\0');
