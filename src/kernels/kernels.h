@@ -16,4 +16,12 @@ jp_code jp_permute_cast(void *dst, jp_dtype dst_dt, const void *src, jp_dtype sr
                         const int64_t *shape, const int64_t *src_strides, const int *perm,
                         jp_err *err);
 
+/* The elements a strided view reaches, relative to element [0,...,0]: the
+ * first *lo and last *hi (in elements; lo <= 0 <= hi when strides may be
+ * negative). *numel is the element count; lo and hi are 0 when it is 0.
+ * JP_ARGUMENT for a negative size, JP_LIMIT when the offsets overflow. Callers
+ * check [lo, hi] against the storage before reading. */
+jp_code jp_strided_extent(int ndim, const int64_t *shape, const int64_t *strides, uint64_t *numel,
+                          int64_t *lo, int64_t *hi, jp_err *err);
+
 #endif /* JP_KERNELS_H */
