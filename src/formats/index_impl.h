@@ -48,5 +48,6 @@ jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, 
 /* Readers, one per format. `data`/`len` is the whole file. */
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 
 #endif /* JP_INDEX_IMPL_H */
