@@ -36,11 +36,11 @@
 #include <string.h>
 
 #include "index_impl.h"
+#include "msgpack.h"
 
-#define MAX_DEPTH 64          /* nested maps and lists */
 #define MAX_DTYPE_NAME 32     /* bytes in an ndarray's dtype name */
 
-static const char chunk_marker[] = "__msgpack_chunked_array__";
+static const char chunk_marker[] = JP_MSGPACK_CHUNK_MARKER;
 
 typedef enum kind { K_NIL, K_BOOL, K_UINT, K_INT, K_FLOAT, K_STR, K_BIN, K_ARRAY, K_MAP, K_EXT } kind;
 
@@ -522,7 +522,7 @@ static jp_code chunk_list(parser *ps, jp_cur *c, ndarr *a, jp_vec *parts) {
         head e;
         ndarr part;
         if ((rc = expect_index_key(ps, c, i, "chunks")) || (rc = read_head(ps, c, &e))) return rc;
-        if (e.kind != K_EXT || e.ext != 1)
+        if (e.kind != K_EXT || e.ext != JP_MSGPACK_EXT_NDARRAY)
             return fail(ps, JP_CORRUPT, e.at, "chunk %llu of an array is not an ndarray",
                         (unsigned long long)i);
         if ((rc = read_ndarray(ps, &e, &part))) return rc;
@@ -610,8 +610,8 @@ static jp_code has_marker(parser *ps, jp_cur c, uint64_t n, bool *out) {
 static jp_code read_value(parser *ps, jp_cur *c, int depth);
 
 static jp_code read_children(parser *ps, jp_cur *c, const head *h, int depth) {
-    if (depth >= MAX_DEPTH)
-        return fail(ps, JP_LIMIT, h->at, "maps and lists nested deeper than %d", MAX_DEPTH);
+    if (depth >= JP_MSGPACK_MAX_DEPTH)
+        return fail(ps, JP_LIMIT, h->at, "maps and lists nested deeper than %d", JP_MSGPACK_MAX_DEPTH);
     if (h->n == 0 && depth > 0)
         return add_meta(ps, jp_arena_strdup(&ps->ix->arena, h->kind == K_MAP ? "{}" : "[]"), h->at);
     size_t saved = ps->path_len;
@@ -641,12 +641,12 @@ static jp_code read_value(parser *ps, jp_cur *c, int depth) {
     }
     case K_ARRAY: return read_children(ps, c, &h, depth);
     case K_EXT:
-        if (h.ext == 1 || h.ext == 3) {
+        if (h.ext == JP_MSGPACK_EXT_NDARRAY || h.ext == JP_MSGPACK_EXT_SCALAR) {
             ndarr a;
             if ((rc = read_ndarray(ps, &h, &a))) return rc;
             return add_tensor(ps, &a, a.data, a.data_at, 0);
         }
-        if (h.ext == 2) return complex_meta(ps, &h);
+        if (h.ext == JP_MSGPACK_EXT_COMPLEX) return complex_meta(ps, &h);
         return fail(ps, JP_UNSUPPORTED, h.at,
                     "a msgpack extension of type %d (flax writes 1 arrays, 2 complex, 3 scalars)",
                     h.ext);

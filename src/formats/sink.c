@@ -8,6 +8,7 @@
 /* Writers register here; each is a `const struct jp_sink_ops` in its file. */
 static const struct jp_sink_ops *const writers[] = {
     NULL, /* placeholder so the table is never empty */
+    &jp_sink_msgpack,
 };
 
 static const struct jp_sink_ops *find_writer(const char *path, jp_format format) {

@@ -19,6 +19,7 @@ typedef struct jp_sink_opts {
     const jp_meta *meta;     /* safetensors __metadata__; may be NULL */
     size_t nmeta;
     uint64_t shard_bytes;    /* safetensors: split into shards above this size; 0 = one file */
+    uint64_t chunk_bytes;    /* msgpack: chunk arrays above this size, as flax does; 0 = 2**30 */
 } jp_sink_opts;
 
 typedef struct jp_sink jp_sink;
@@ -59,5 +60,8 @@ struct jp_sink_ops {
     /* After the last tensor, before s->out is committed: trailers. May be NULL. */
     jp_code (*finish)(jp_sink *s, jp_err *err);
 };
+
+/* The writers, each in its format's file. */
+extern const struct jp_sink_ops jp_sink_msgpack;
 
 #endif /* JP_SINK_H */
