@@ -5,13 +5,14 @@
  * first appear, as a Python dict does, so the tensors of one map must come
  * together ("a/x", "b", "a/y" is refused: "a" would have to be reopened).
  * msgpack puts every count and length before the data, and all of them follow
- * from names and shapes, so the framing of a tensor is written just before its
- * first bytes and the data go straight through. An array of more than
- * chunk_bytes (flax's MAX_CHUNK_SIZE) is written as flax chunks it: a map
- * {"__msgpack_chunked_array__": true, "shape": {"0": d0, ...},
- *  "chunks": {"0": flat array, ...}}, each chunk floor(chunk_bytes / item
- * size) elements, and the framing of each chunk is written as its data
- * start. The layout of each piece is drawn at the top of msgpack.c. */
+ * from names and shapes, so each tensor's framing is written just before its
+ * bytes, which then go straight through. An array of more than chunk_bytes
+ * (flax's MAX_CHUNK_SIZE) is chunked as flax does it:
+ *   {"__msgpack_chunked_array__": true, "shape": {"0": d0, ...},
+ *    "chunks": {"0": flat array, "1": ...}}
+ * with floor(chunk_bytes / item size) elements a chunk (at least one); each
+ * chunk's framing is written where its bytes start. msgpack.c draws the byte
+ * layout of every piece. */
 #include <stdio.h>
 #include <string.h>
 
@@ -36,7 +37,6 @@ typedef struct state {
     tensor_plan *plans;
     opened *opens;
     uint64_t *counts;          /* entries of each map; node 0 is the top map */
-    size_t emitted;            /* tensors whose framing is written */
     uint8_t scratch[16];
 } state;
 
@@ -139,12 +139,12 @@ static jp_code put_ndarray_head(jp_sink *s, jp_dtype dt, int32_t ndim, const int
     return rc ? rc : put(s, buf, o, err);
 }
 
-/* Everything of tensor i before its data: maps it opens, its key, and its
- * array header (or, chunked, the map up to the chunks' count). */
-static jp_code put_framing(jp_sink *s, size_t i, jp_err *err) {
+/* Everything of the next tensor before its data: maps it opens, its key, and
+ * its array header (or, chunked, the map up to the chunks' count). */
+static jp_code mp_tensor_begin(jp_sink *s, jp_err *err) {
     state *st = s->state;
-    const jp_sink_tensor *t = &s->tensors[i];
-    const tensor_plan *p = &st->plans[i];
+    const jp_sink_tensor *t = &s->tensors[s->next];
+    const tensor_plan *p = &st->plans[s->next];
     jp_code rc = JP_OK;
     for (size_t k = 0; k < p->nopen && !rc; k++) {
         const opened *o = &st->opens[p->first_open + k];
@@ -168,15 +168,6 @@ static jp_code put_framing(jp_sink *s, size_t i, jp_err *err) {
     if (!rc) rc = put_str(s, "chunks", 6, err);
     if (!rc) rc = put_head(s, enc_map, nchunks, err);
     return rc;
-}
-
-static jp_code put_framings_through(jp_sink *s, size_t last, jp_err *err) {
-    state *st = s->state;
-    for (; st->emitted <= last && st->emitted < s->n; st->emitted++) {
-        jp_code rc = put_framing(s, st->emitted, err);
-        if (rc) return rc;
-    }
-    return JP_OK;
 }
 
 /* ---------------------------------------------------------------- planning */
@@ -205,21 +196,12 @@ static size_t count_components(const char *name) {
     return n;
 }
 
-static jp_code check_tensor(const jp_sink_tensor *t, jp_err *err) {
-    if (t->dtype == JP_C32 || t->dtype == JP_F4_E2M1FN_X2 || !jp_dtype_size(t->dtype))
+/* flax's _dtype_from_name takes numpy names only. */
+static jp_code check_dtype(const jp_sink_tensor *t, jp_err *err) {
+    if (t->dtype == JP_C32 || t->dtype == JP_F4_E2M1FN_X2)
         return jp_err_set(err, JP_DTYPE, JP_NO_OFFSET, t->name,
                           "dtype %s has no numpy name that flax.serialization could read",
                           jp_dtype_name(t->dtype));
-    if (t->ndim < 0 || t->ndim > JP_MAX_DIMS)
-        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name, "%d dimensions", (int)t->ndim);
-    uint64_t want = jp_dtype_size(t->dtype);
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0 || jp_mul_overflow(want, (uint64_t)t->shape[d], &want))
-            return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name, "a negative or overflowing shape");
-    if (want != t->nbytes)
-        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name,
-                          "%llu bytes announced; the shape and dtype need %llu",
-                          (unsigned long long)t->nbytes, (unsigned long long)want);
     return JP_OK;
 }
 
@@ -243,7 +225,7 @@ static jp_code plan(jp_sink *s, state *st, jp_err *err) {
     const char *prev = "";
     for (size_t i = 0; i < s->n; i++) {
         const jp_sink_tensor *t = &s->tensors[i];
-        jp_code rc = check_tensor(t, err);
+        jp_code rc = check_dtype(t, err);
         if (rc) return rc;
         const char *name = t->name;
         /* Keep the open maps whose whole prefix this name shares. */
@@ -302,8 +284,7 @@ static jp_code mp_begin(jp_sink *s, jp_err *err) {
 
 static jp_code mp_write(jp_sink *s, const void *data, size_t len, jp_err *err) {
     state *st = s->state;
-    jp_code rc = put_framings_through(s, s->next, err);
-    if (rc) return rc;
+    jp_code rc;
     const jp_sink_tensor *t = &s->tensors[s->next];
     uint64_t cb = st->plans[s->next].chunk_bytes;
     if (!cb) return put(s, data, len, err);
@@ -329,14 +310,10 @@ static jp_code mp_write(jp_sink *s, const void *data, size_t len, jp_err *err) {
     return JP_OK;
 }
 
-/* Tensors of no bytes never reach write: their framing is all of them. */
-static jp_code mp_finish(jp_sink *s, jp_err *err) { return put_framings_through(s, s->n, err); }
-
 const struct jp_sink_ops jp_sink_msgpack = {
     .extension = ".msgpack",
     .format = JP_FORMAT_MSGPACK,
     .begin = mp_begin,
+    .tensor_begin = mp_tensor_begin,
     .write = mp_write,
-    .tensor_done = NULL,
-    .finish = mp_finish,
 };
