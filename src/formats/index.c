@@ -204,6 +204,10 @@ static jp_code dispatch(jp_index *ix, const uint8_t *d, size_t len, jp_err *err)
         ix->format = JP_FORMAT_MSGPACK;
         return jp_read_msgpack(ix, d, len, err);
     }
+    if (has_prefix(d, len, "\x93NUMPY", 6) && jp_eqx_sniff(d, len)) {
+        ix->format = JP_FORMAT_EQX;
+        return jp_read_eqx(ix, d, len, err);
+    }
     return jp_err_set(err, JP_FORMAT, 0, NULL,
                       "not a file jaxport reads (it starts with bytes %02x %02x %02x %02x)",
                       len > 0 ? d[0] : 0, len > 1 ? d[1] : 0, len > 2 ? d[2] : 0,
