@@ -589,20 +589,21 @@ static jp_code read_chunked(parser *ps, jp_cur *c, const head *map) {
     return rc;
 }
 
-/* Whether the map whose n entries start at the cursor holds the chunk marker. */
-static jp_code has_marker(parser *ps, jp_cur c, uint64_t n, bool *out) {
-    *out = false;
-    for (uint64_t i = 0; i < n; i++) {
+/* Whether the map whose n entries start at the cursor holds the chunk marker.
+ * Damage found on the way is left for the parse proper, which then names the
+ * path where it lies. */
+static bool has_marker(parser *ps, jp_cur c, uint64_t n) {
+    jp_err *keep = ps->err;
+    bool found = false;
+    ps->err = NULL;
+    for (uint64_t i = 0; i < n && !found; i++) {
         head k;
-        jp_code rc = read_head(ps, &c, &k);
-        if (rc) return rc;
-        if (str_is(&k, chunk_marker)) {
-            *out = true;
-            return JP_OK;
-        }
-        if ((rc = skip(ps, &c, 1))) return rc;
+        if (read_head(ps, &c, &k)) break;
+        found = str_is(&k, chunk_marker);
+        if (skip(ps, &c, 1)) break;
     }
-    return JP_OK;
+    ps->err = keep;
+    return found;
 }
 
 /* ---------------------------------------------------------------- values */
@@ -634,11 +635,8 @@ static jp_code read_value(parser *ps, jp_cur *c, int depth) {
     jp_code rc = read_head(ps, c, &h);
     if (rc) return rc;
     switch (h.kind) {
-    case K_MAP: {
-        bool chunked;
-        if ((rc = has_marker(ps, *c, h.n, &chunked))) return rc;
-        return chunked ? read_chunked(ps, c, &h) : read_children(ps, c, &h, depth);
-    }
+    case K_MAP:
+        return has_marker(ps, *c, h.n) ? read_chunked(ps, c, &h) : read_children(ps, c, &h, depth);
     case K_ARRAY: return read_children(ps, c, &h, depth);
     case K_EXT:
         if (h.ext == JP_MSGPACK_EXT_NDARRAY || h.ext == JP_MSGPACK_EXT_SCALAR) {
