@@ -405,6 +405,42 @@ static jp_dtype numpy_dtype(const uint8_t *s, size_t n) {
     return JP_DTYPE_INVALID;
 }
 
+/* A map "0", "1", ... in order: the key of entry i. */
+static jp_code expect_index_key(parser *ps, jp_cur *c, uint64_t i, const char *what) {
+    head k;
+    jp_code rc = read_head(ps, c, &k);
+    if (rc) return rc;
+    char want[24];
+    snprintf(want, sizeof want, "%llu", (unsigned long long)i);
+    if (!str_is(&k, want))
+        return fail(ps, JP_UNSUPPORTED, k.at, "entry %llu of a chunked array's %s is not keyed \"%s\"",
+                    (unsigned long long)i, what, want);
+    return JP_OK;
+}
+
+/* A shape: a list of sizes in an array's payload or, in a chunked array, a
+ * map {"0": d0, "1": d1, ...}. */
+static jp_code read_shape(parser *ps, jp_cur *c, kind want, ndarr *a) {
+    head h;
+    jp_code rc = read_head(ps, c, &h);
+    if (rc) return rc;
+    if (h.kind != want)
+        return fail(ps, JP_CORRUPT, h.at, "an array's shape is a msgpack %s (expected a %s)",
+                    kind_names[h.kind], kind_names[want]);
+    if (h.n > JP_MAX_DIMS)
+        return fail(ps, JP_LIMIT, h.at, "an array of %llu dimensions; at most %d are supported",
+                    (unsigned long long)h.n, JP_MAX_DIMS);
+    a->ndim = (int32_t)h.n;
+    for (int d = 0; d < a->ndim; d++) {
+        if (want == K_MAP && (rc = expect_index_key(ps, c, (uint64_t)d, "shape"))) return rc;
+        if ((rc = read_head(ps, c, &h))) return rc;
+        if (h.kind != K_UINT || h.n > INT64_MAX)
+            return fail(ps, JP_CORRUPT, h.at, "dimension %d of an array's shape is not a size", d);
+        a->shape[d] = (int64_t)h.n;
+    }
+    return JP_OK;
+}
+
 /* ext 1 and 3: [shape, dtype name, data] in the payload. */
 static jp_code read_ndarray(parser *ps, const head *ext, ndarr *a) {
     jp_cur c = jp_cur_make(ext->p, (size_t)ext->n, ext->p_at);
@@ -415,20 +451,7 @@ static jp_code read_ndarray(parser *ps, const head *ext, ndarr *a) {
         return fail(ps, JP_CORRUPT, h.at,
                     "an array's payload is a msgpack %s (expected [shape, dtype, data])",
                     kind_names[h.kind]);
-    if ((rc = read_head(ps, &c, &h))) return rc;
-    if (h.kind != K_ARRAY)
-        return fail(ps, JP_CORRUPT, h.at, "an array's shape is a msgpack %s (expected a list)",
-                    kind_names[h.kind]);
-    if (h.n > JP_MAX_DIMS)
-        return fail(ps, JP_LIMIT, h.at, "an array of %llu dimensions; at most %d are supported",
-                    (unsigned long long)h.n, JP_MAX_DIMS);
-    a->ndim = (int32_t)h.n;
-    for (int d = 0; d < a->ndim; d++) {
-        if ((rc = read_head(ps, &c, &h))) return rc;
-        if (h.kind != K_UINT || h.n > INT64_MAX)
-            return fail(ps, JP_CORRUPT, h.at, "dimension %d of an array's shape is not a size", d);
-        a->shape[d] = (int64_t)h.n;
-    }
+    if ((rc = read_shape(ps, &c, K_ARRAY, a))) return rc;
     if ((rc = read_head(ps, &c, &h))) return rc;
     if ((h.kind != K_STR && h.kind != K_BIN) || h.n > MAX_DTYPE_NAME)
         return fail(ps, JP_CORRUPT, h.at, "an array's dtype is not a short name");
@@ -474,41 +497,6 @@ static jp_code add_tensor(parser *ps, const ndarr *a, const uint8_t *data, uint6
 
 /* ---------------------------------------------------------------- chunks */
 
-/* A map "0", "1", ... in order: the key of entry i. */
-static jp_code expect_index_key(parser *ps, jp_cur *c, uint64_t i, const char *what) {
-    head k;
-    jp_code rc = read_head(ps, c, &k);
-    if (rc) return rc;
-    char want[24];
-    snprintf(want, sizeof want, "%llu", (unsigned long long)i);
-    if (!str_is(&k, want))
-        return fail(ps, JP_UNSUPPORTED, k.at, "entry %llu of a chunked array's %s is not keyed \"%s\"",
-                    (unsigned long long)i, what, want);
-    return JP_OK;
-}
-
-static jp_code chunk_shape(parser *ps, jp_cur *c, ndarr *a) {
-    head h;
-    jp_code rc = read_head(ps, c, &h);
-    if (rc) return rc;
-    if (h.kind != K_MAP)
-        return fail(ps, JP_CORRUPT, h.at, "a chunked array's shape is a msgpack %s (expected a map)",
-                    kind_names[h.kind]);
-    if (h.n > JP_MAX_DIMS)
-        return fail(ps, JP_LIMIT, h.at, "a chunked array of %llu dimensions; at most %d are supported",
-                    (unsigned long long)h.n, JP_MAX_DIMS);
-    a->ndim = (int32_t)h.n;
-    for (int d = 0; d < a->ndim; d++) {
-        head v;
-        if ((rc = expect_index_key(ps, c, (uint64_t)d, "shape")) || (rc = read_head(ps, c, &v)))
-            return rc;
-        if (v.kind != K_UINT || v.n > INT64_MAX)
-            return fail(ps, JP_CORRUPT, v.at, "dimension %d of a chunked array is not a size", d);
-        a->shape[d] = (int64_t)v.n;
-    }
-    return JP_OK;
-}
-
 /* Read the chunks of a flat array: each must be ext 1 of one dimension and
  * the same dtype. Their data are copied once the total is known. */
 static jp_code chunk_list(parser *ps, jp_cur *c, ndarr *a, jp_vec *parts) {
@@ -553,7 +541,7 @@ static jp_code read_chunked(parser *ps, jp_cur *c, const head *map) {
                 rc = fail(ps, JP_CORRUPT, v.at, "the chunked-array marker is not true");
         } else if (str_is(&k, "shape") && !seen_shape) {
             seen_shape = true;
-            rc = chunk_shape(ps, c, &a);
+            rc = read_shape(ps, c, K_MAP, &a);
         } else if (str_is(&k, "chunks") && !seen_chunks) {
             seen_chunks = true;
             rc = chunk_list(ps, c, &a, &parts);
