@@ -25,8 +25,10 @@
  * Tensors are named by their path of map keys (and list positions) joined
  * with '/', as Flax shows parameter paths: {"Dense_0": {"kernel": ...}} gives
  * "Dense_0/kernel". A key may itself hold '/'; two paths that then collide are
- * refused as a duplicate name. Unchunked arrays are views into the file;
- * chunked ones are joined into a buffer of the index (JP_TENSOR_OWNED). Leaves
+ * refused as a duplicate name. Unchunked arrays are views into the file, at
+ * whatever alignment the framing leaves them; chunked ones are joined into a
+ * buffer of the index (JP_TENSOR_OWNED). A numpy scalar (ext 3) is a 0-d
+ * tensor like a 0-d array (ext 1); the writer writes ext 1. Leaves
  * that are not arrays become meta entries with a Python-like repr, and an
  * empty map or list shows as "{}" or "[]". */
 #include <assert.h>
@@ -214,14 +216,15 @@ static bool str_is(const head *h, const char *s) {
     return h->kind == K_STR && h->n == n && memcmp(h->p, s, n) == 0;
 }
 
-/* Well-formed UTF-8 without NUL (names are C strings). */
-static bool valid_utf8(const uint8_t *s, size_t n) {
+/* Well-formed UTF-8; NUL only where `nul_ok` (names are C strings, values
+ * are quoted with NUL escaped). */
+static bool valid_utf8(const uint8_t *s, size_t n, bool nul_ok) {
     size_t i = 0;
     while (i < n) {
         uint8_t b = s[i];
         size_t len;
         uint32_t cp;
-        if (b == 0) return false;
+        if (b == 0 && !nul_ok) return false;
         if (b < 0x80) {
             i++;
             continue;
@@ -269,7 +272,7 @@ static jp_code push_index(parser *ps, uint64_t i, uint64_t at) {
 
 static jp_code push_key(parser *ps, const head *k) {
     if (k->kind == K_STR) {
-        if (!valid_utf8(k->p, (size_t)k->n))
+        if (!valid_utf8(k->p, (size_t)k->n, false))
             return fail(ps, JP_CORRUPT, k->at, "a map key that is not valid UTF-8 text");
         return push_component(ps, (const char *)k->p, (size_t)k->n, k->at);
     }
@@ -345,7 +348,7 @@ static jp_code add_meta(parser *ps, const char *value, uint64_t at) {
 }
 
 static jp_code scalar_meta(parser *ps, const head *h) {
-    char buf[64];
+    char buf[64] = "";
     const char *v = buf;
     switch (h->kind) {
     case K_NIL: v = "None"; break;
@@ -354,7 +357,7 @@ static jp_code scalar_meta(parser *ps, const head *h) {
     case K_INT: snprintf(buf, sizeof buf, "%lld", (long long)h->i); break;
     case K_FLOAT: float_repr(h->f, buf, sizeof buf); break;
     case K_STR:
-        if (!valid_utf8(h->p, (size_t)h->n))
+        if (!valid_utf8(h->p, (size_t)h->n, true))
             return fail(ps, JP_CORRUPT, h->at, "a string that is not valid UTF-8 text");
         v = quoted(&ps->ix->arena, h->p, (size_t)h->n, false);
         break;
@@ -364,7 +367,7 @@ static jp_code scalar_meta(parser *ps, const head *h) {
     return add_meta(ps, v, h->at);
 }
 
-/* The number a payload holds, for complex parts and shape entries. */
+/* The number a complex part holds. */
 static bool as_double(const head *h, double *out) {
     if (h->kind == K_FLOAT) *out = h->f;
     else if (h->kind == K_UINT) *out = (double)h->n;

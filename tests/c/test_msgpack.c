@@ -135,7 +135,7 @@ static void test_read_meta(void) {
     ADD("\x89");
     ADD("\xa1i\xd1\xfe\xd4");       /* -300 */
     ADD("\xa1n\xc0");
-    ADD("\xa1t\xa3h'i");
+    ADD("\xa1t\xa4h'i\x00");
     ADD("\xa1u\xcf\xff\xff\xff\xff\xff\xff\xff\xff");
     ADD("\xa1""b\xc4\x02\x00\x80");
     ADD("\xa1""e\x80");
@@ -153,7 +153,7 @@ static void test_read_meta(void) {
     buf[0] = 0x88;
     CHECK_EQ_U64(jp_index_open_memory(&ix, buf, n - 5, "m", NULL, &err), JP_OK);
     static const char *const want[][2] = {
-        {"i", "-300"},  {"n", "None"},   {"t", "'h\\'i'"},          {"u", "18446744073709551615"},
+        {"i", "-300"},  {"n", "None"},   {"t", "'h\\'i\\x00'"},          {"u", "18446744073709551615"},
         {"b", "b'\\x00\\x80'"}, {"e", "{}"}, {"l/0", "0.1"},          {"l/1", "1e+16"},
         {"l/2", "1000000000000000.0"}, {"l/3", "1e-05"},  {"l/4", "0.0001"}, {"l/5", "-0.0"},
         {"c", "(1.0-2.5j)"},
