@@ -197,6 +197,17 @@ static jp_code dispatch(jp_index *ix, const uint8_t *d, size_t len, jp_err *err)
         ix->format = JP_FORMAT_TORCH_LEGACY;
         return jp_read_torch_legacy(ix, d, len, err);
     }
+    /* A msgpack map (flax.serialization.to_bytes). 80, the empty map, is also
+     * pickle's PROTO, so alone it counts only as the whole file. */
+    if (len > 0 && ((d[0] >= 0x81 && d[0] <= 0x8f) || d[0] == 0xde || d[0] == 0xdf ||
+                    (d[0] == 0x80 && len == 1))) {
+        ix->format = JP_FORMAT_MSGPACK;
+        return jp_read_msgpack(ix, d, len, err);
+    }
+    if (has_prefix(d, len, "\x93NUMPY", 6) && jp_eqx_sniff(d, len)) {
+        ix->format = JP_FORMAT_EQX;
+        return jp_read_eqx(ix, d, len, err);
+    }
     return jp_err_set(err, JP_FORMAT, 0, NULL,
                       "not a file jaxport reads (it starts with bytes %02x %02x %02x %02x)",
                       len > 0 ? d[0] : 0, len > 1 ? d[1] : 0, len > 2 ? d[2] : 0,

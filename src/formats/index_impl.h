@@ -48,5 +48,9 @@ jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, 
 /* Readers, one per format. `data`/`len` is the whole file. */
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_eqx(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+/* Whether an npy-looking file holds more than one record (Equinox). */
+bool jp_eqx_sniff(const uint8_t *data, size_t len);
 
 #endif /* JP_INDEX_IMPL_H */
