@@ -27,14 +27,18 @@ static void class_name(jp_code code, char *out, size_t cap) {
 PyObject *jp_py_raise(const jp_err *err) {
     jp_code code = err->code > JP_OK && err->code < JP_CODE_COUNT ? err->code : JP_CORRUPT;
     PyObject *cls = error_classes[code];
-    PyObject *exc = PyObject_CallFunction(cls, "s", err->msg[0] ? err->msg : jp_code_message(code));
+    /* Messages quote names from the file, which need not be valid UTF-8. */
+    const char *text = err->msg[0] ? err->msg : jp_code_message(code);
+    PyObject *exc = PyObject_CallFunction(
+        cls, "N", PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "backslashreplace"));
     if (!exc) return NULL;
     PyObject_SetAttrString(exc, "code", PyUnicode_FromString(jp_code_name(code)));
     if (err->offset != JP_NO_OFFSET)
         PyObject_SetAttrString(exc, "offset", PyLong_FromUnsignedLongLong(err->offset));
     else
         PyObject_SetAttrString(exc, "offset", Py_None);
-    PyObject_SetAttrString(exc, "member", PyUnicode_FromString(err->member));
+    PyObject_SetAttrString(exc, "member", PyUnicode_DecodeUTF8(err->member, (Py_ssize_t)strlen(err->member),
+                                                               "backslashreplace"));
     PyErr_SetObject(cls, exc);
     Py_DECREF(exc);
     return NULL;

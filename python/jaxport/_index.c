@@ -1,7 +1,16 @@
-/* jaxport._core: the index of an open file. */
+/* jaxport._core: the index of an open file, and its tensors as read-only
+ * numpy arrays that view the file's mapping. */
 #include "_core.h"
 
+#include <numpy/arrayobject.h>
+
 /* ------------------------------------------------------------ Index */
+
+/* Names and values come from the file and need not be valid UTF-8; such
+ * bytes are kept as surrogates, the way Python spells file names. */
+static PyObject *text(const char *s) {
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
+}
 
 typedef struct {
     PyObject_HEAD
@@ -31,11 +40,12 @@ static PyObject *tensor_info(const jp_tensor *t) {
         PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(t->shape[d]));
         PyTuple_SET_ITEM(strides, d, PyLong_FromLongLong(t->strides[d]));
     }
-    return Py_BuildValue("{s:s,s:s,s:N,s:N,s:K,s:I,s:O,s:O}", "name", t->name, "dtype",
+    return Py_BuildValue("{s:N,s:s,s:N,s:N,s:K,s:I,s:O,s:O,s:O}", "name", text(t->name), "dtype",
                          jp_dtype_numpy_name(t->dtype), "shape", shape, "strides", strides,
                          "nbytes", (unsigned long long)t->nbytes, "storage", t->storage, "shared",
                          (t->flags & JP_TENSOR_SHARED) ? Py_True : Py_False, "contiguous",
-                         (t->flags & JP_TENSOR_CONTIGUOUS) ? Py_True : Py_False);
+                         (t->flags & JP_TENSOR_CONTIGUOUS) ? Py_True : Py_False, "owned",
+                         (t->flags & JP_TENSOR_OWNED) ? Py_True : Py_False);
 }
 
 static PyObject *index_tensors(IndexObject *self, PyObject *unused) {
@@ -54,8 +64,106 @@ static PyObject *index_tensors(IndexObject *self, PyObject *unused) {
     return list;
 }
 
+/* A read-only array over t's bytes whose base is the index, so the mapping
+ * stays alive as long as any array does. */
+static PyObject *tensor_array(IndexObject *self, const jp_tensor *t, PyObject *dtypes) {
+    const char *np_name = jp_dtype_numpy_name(t->dtype);
+    PyObject *d = PyDict_GetItemString(dtypes, np_name); /* borrowed */
+    size_t isz = jp_dtype_size(t->dtype);
+    if (!d || !PyArray_DescrCheck(d) || (size_t)PyDataType_ELSIZE((PyArray_Descr *)d) != isz) {
+        jp_err err = {.code = JP_DTYPE, .offset = t->file_offset};
+        snprintf(err.member, sizeof err.member, "%s", t->name);
+        snprintf(err.msg, sizeof err.msg,
+                 "%s: numpy has no %zu-byte type for dtype %s (ml_dtypes provides bfloat16, "
+                 "float8 and complex32)",
+                 t->name, isz, np_name);
+        return jp_py_raise(&err);
+    }
+    npy_intp dims[JP_MAX_DIMS], strides[JP_MAX_DIMS];
+    for (int i = 0; i < t->ndim; i++) {
+        dims[i] = (npy_intp)t->shape[i];
+        strides[i] = (npy_intp)(t->strides[i] * (int64_t)isz);
+    }
+    PyArray_Descr *descr = (PyArray_Descr *)d;
+    Py_INCREF(descr); /* stolen by the constructor */
+    if (t->numel == 0) {
+        PyObject *a = PyArray_NewFromDescr(&PyArray_Type, descr, t->ndim, dims, NULL, NULL, 0, NULL);
+        if (a) PyArray_CLEARFLAGS((PyArrayObject *)a, NPY_ARRAY_WRITEABLE);
+        return a;
+    }
+    PyObject *a = PyArray_NewFromDescr(&PyArray_Type, descr, t->ndim, dims, strides,
+                                       (void *)(uintptr_t)t->data, 0, NULL);
+    if (!a) return NULL;
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)a, (PyObject *)self) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *index_arrays(IndexObject *self, PyObject *dtypes) {
+    if (!PyDict_Check(dtypes)) {
+        PyErr_SetString(PyExc_TypeError, "arrays() takes a dict of numpy dtypes by name");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (!out) return NULL;
+    for (size_t i = 0; i < jp_index_count(self->ix); i++) {
+        const jp_tensor *t = jp_index_at(self->ix, i);
+        PyObject *a = tensor_array(self, t, dtypes), *k = a ? text(t->name) : NULL;
+        int bad = !k || PyDict_SetItem(out, k, a) < 0;
+        Py_XDECREF(a);
+        Py_XDECREF(k);
+        if (bad) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *index_meta(IndexObject *self, PyObject *unused) {
+    (void)unused;
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out && i < jp_index_meta_count(self->ix); i++) {
+        const jp_meta *m = jp_index_meta_at(self->ix, i);
+        PyObject *k = text(m->key), *v = text(m->value);
+        int bad = !k || !v || PyDict_SetItem(out, k, v) < 0;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (bad) Py_CLEAR(out);
+    }
+    return out;
+}
+
+static const char *finding_kind_name(jp_finding_kind k) {
+    return k == JP_FIND_CALL ? "call" : k == JP_FIND_DENIED ? "denied" : "import";
+}
+
+static PyObject *index_findings(IndexObject *self, PyObject *unused) {
+    (void)unused;
+    size_t n = jp_index_finding_count(self->ix);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        const jp_finding *f = jp_index_finding_at(self->ix, i);
+        PyObject *d = Py_BuildValue("{s:s,s:N,s:N,s:K}", "kind", finding_kind_name(f->kind),
+                                    "global", text(f->global), "member", text(f->member),
+                                    "offset", (unsigned long long)f->offset);
+        if (!d) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
 static PyMethodDef index_methods[] = {
     {"tensors", (PyCFunction)index_tensors, METH_NOARGS, "Every tensor as a dict of its fields."},
+    {"arrays", (PyCFunction)index_arrays, METH_O,
+     "arrays(dtypes) -> {name: read-only numpy array viewing the file}; dtypes maps jaxport's "
+     "numpy names ('bfloat16', ...) to numpy dtypes."},
+    {"meta", (PyCFunction)index_meta, METH_NOARGS, "Values that are not tensors: {path: repr}."},
+    {"findings", (PyCFunction)index_findings, METH_NOARGS,
+     "What the file would import or call under its usual reader, and where."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -110,7 +218,18 @@ static PyMethodDef index_functions[] = {
 };
 
 int jp_py_init_index(PyObject *m) {
+    import_array1(-1);
     if (PyType_Ready(&IndexType) < 0) return -1;
     if (PyModule_AddType(m, &IndexType) < 0) return -1;
+    /* Every dtype's numpy/ml_dtypes name, for the Python side's dtype table. */
+    PyObject *names = PyTuple_New(JP_DTYPE_COUNT - 1);
+    if (!names) return -1;
+    for (int d = 1; d < JP_DTYPE_COUNT; d++)
+        PyTuple_SET_ITEM(names, d - 1, PyUnicode_FromString(jp_dtype_numpy_name((jp_dtype)d)));
+    if (PyModule_AddObjectRef(m, "dtype_names", names) < 0) {
+        Py_DECREF(names);
+        return -1;
+    }
+    Py_DECREF(names);
     return PyModule_AddFunctions(m, index_functions);
 }

@@ -37,6 +37,13 @@ static inline bool jp_mul_overflow(uint64_t a, uint64_t b, uint64_t *out) {
     return __builtin_mul_overflow(a, b, out);
 }
 
+/* FNV-1a over a NUL-terminated string, for the name tables of indexes and archives. */
+static inline uint64_t jp_hash_str(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
 /* ---- bounds-checked cursor over untrusted bytes.
  * Every read compares the length it wants with what remains; failure is
  * sticky and reads after it return zeros, so a parser can check once after a

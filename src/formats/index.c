@@ -129,12 +129,6 @@ jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, 
 
 /* ---------------------------------------------------------------- finish */
 
-static uint64_t hash_name(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static bool is_contiguous(const jp_tensor *t) {
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
@@ -158,7 +152,7 @@ static jp_code finish(jp_index *ix, jp_err *err) {
     ix->table_cap = cap;
     for (size_t i = 0; i < n; i++) {
         jp_tensor *t = JP_VEC_AT(&ix->tensors, jp_tensor *, i);
-        size_t h = (size_t)hash_name(t->name) & (cap - 1);
+        size_t h = (size_t)jp_hash_str(t->name) & (cap - 1);
         while (ix->table[h]) {
             if (strcmp(ix->table[h]->name, t->name) == 0) {
                 free(uses);
@@ -290,7 +284,7 @@ const jp_tensor *jp_index_at(const jp_index *ix, size_t i) {
 
 const jp_tensor *jp_index_find(const jp_index *ix, const char *name) {
     if (!ix || !name || !ix->table) return NULL;
-    size_t h = (size_t)hash_name(name) & (ix->table_cap - 1);
+    size_t h = (size_t)jp_hash_str(name) & (ix->table_cap - 1);
     while (ix->table[h]) {
         if (strcmp(ix->table[h]->name, name) == 0) return ix->table[h];
         h = (h + 1) & (ix->table_cap - 1);

@@ -71,7 +71,7 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
     /* What torch.load(weights_only=True) also accepts, and nothing more. */
     static const char *const torch_utils[] = {
         "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-        "_rebuild_parameter_with_state", NULL};
+        "_rebuild_parameter_with_state", "_rebuild_qtensor", NULL};
     static const char *const plain_builtins[] = {
         "set", "frozenset", "slice", "complex", "bytearray", "tuple", "list", "dict", "int",
         "float", "bool", "str", "bytes", "range", NULL};

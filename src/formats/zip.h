@@ -18,8 +18,10 @@ typedef struct jp_zip_entry {
 typedef struct jp_zip {
     const uint8_t *data;
     size_t len;
-    jp_zip_entry *entries;
+    jp_zip_entry *entries;  /* in central directory order */
     size_t count;
+    uint32_t *table;        /* names by hash: entry index + 1, 0 for empty */
+    size_t table_cap;
 } jp_zip;
 
 #define JP_ZIP_MAX_ENTRIES (1u << 20)
