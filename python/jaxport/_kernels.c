@@ -88,12 +88,15 @@ static PyObject *py_permute_cast(PyObject *mod, PyObject *args, PyObject *kw) {
         if (!result) goto done;
         dst = PyBytes_AS_STRING(result);
     }
-    (void)threads;
     jp_code rc;
     const unsigned char *base = (const unsigned char *)src.buf + offset * (int64_t)ssz;
+    jp_pool *pool = NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = jp_permute_cast(dst, ddt, numel ? base : src.buf, sdt, (int)ndim, shape, strides,
-                         perm_o == Py_None ? NULL : perm, &err);
+    rc = threads == 1 ? JP_OK : jp_pool_create(&pool, threads, &err);
+    if (rc == JP_OK)
+        rc = jp_permute_cast_strided(dst, ddt, NULL, numel ? base : src.buf, sdt, (int)ndim, shape,
+                                     strides, perm_o == Py_None ? NULL : perm, pool, &err);
+    jp_pool_destroy(pool);
     Py_END_ALLOW_THREADS
     if (rc) {
         Py_CLEAR(result);
@@ -113,7 +116,8 @@ static PyMethodDef kernel_methods[] = {
      "             out=None, threads=1)\n"
      "Copy the strided view of buffer src (strides and offset in elements) into a dense\n"
      "row-major result with axes permuted and elements cast; returns bytes, or None\n"
-     "after writing into the writable buffer out."},
+     "after writing into the writable buffer out. threads: 1 = this thread only,\n"
+     "0 = one per core (a pool is started for the call)."},
     {NULL, NULL, 0, NULL},
 };
 
