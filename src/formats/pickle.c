@@ -801,6 +801,10 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
     m.err = err;
     m.c = jp_cur_make(data, len, m.o->origin);
     *out = NULL;
+    /* Never NULL, so `stack + first` is defined even before the first push. */
+    m.scap = 64;
+    m.stack = malloc(m.scap * sizeof *m.stack);
+    if (!m.stack) return jp_err_set(err, JP_NO_MEMORY, m.o->origin, m.o->member, "out of memory");
     bool stop = false;
     jp_code rc = JP_OK;
     while (!rc && !stop) {

@@ -180,7 +180,7 @@ LAYOUT_CASES = [("uint8", None), ("bfloat16", None), ("float32", None), ("float6
 def sample(shape, name):
     x = np.asarray(RNG.standard_normal(shape) * 100)
     if name == "complex128":
-        return x + 1j * np.sqrt(np.abs(x))
+        return np.asarray(x + 1j * np.sqrt(np.abs(x)))  # 0-d stays an array
     if dt(name).kind in "iu":
         x = np.abs(x)
     return np.asarray(x).astype(dt(name))  # np.abs makes a 0-d array a scalar
