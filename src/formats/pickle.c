@@ -209,6 +209,7 @@ static bool list_reserve(jp_arena *a, jp_pv ***items, size_t len, size_t *cap, s
 }
 
 static bool list_extend(jp_arena *a, jp_pv_list *l, jp_pv **src, size_t n) {
+    if (n == 0) return true; /* an empty APPENDS on a list that has no storage yet */
     if (!list_reserve(a, &l->items, l->len, &l->cap, n)) return false;
     memcpy(l->items + l->len, src, n * sizeof *src);
     l->len += n;
