@@ -128,7 +128,7 @@ typedef struct vm {
     size_t nmarks, mcap;
     jp_pv **memo;
     size_t memocap, memolen;
-    size_t nvalues;
+    size_t nvalues, budget;
     uint64_t op_off; /* file offset of the current opcode */
     const char *op_name;
 } vm;
@@ -144,7 +144,7 @@ static jp_code truncated(vm *m) {
 }
 
 static jp_pv *new_value(vm *m, jp_pv_kind kind) {
-    if (m->nvalues >= JP_PICKLE_MAX_VALUES) return NULL;
+    if (m->nvalues >= m->budget) return NULL;
     jp_pv *v = jp_arena_alloc(m->a, sizeof *v);
     if (!v) return NULL;
     m->nvalues++;
@@ -154,8 +154,8 @@ static jp_pv *new_value(vm *m, jp_pv_kind kind) {
 }
 
 static jp_code no_memory(vm *m) {
-    if (m->nvalues >= JP_PICKLE_MAX_VALUES)
-        return fail(m, JP_LIMIT, "more values than the limit allows%s", NULL);
+    if (m->nvalues >= m->budget)
+        return fail(m, JP_LIMIT, "more values and entries than this pickle's size allows%s", NULL);
     return fail(m, JP_NO_MEMORY, "out of memory%s", NULL);
 }
 
@@ -216,21 +216,10 @@ static bool list_extend(jp_arena *a, jp_pv_list *l, jp_pv **src, size_t n) {
     return true;
 }
 
+/* Keys are appended in order, never looked up: a pickle that sets a key
+ * twice keeps both entries, and readers see the last. A lookup per insert
+ * would make every state dict quadratic in its size. */
 static bool dict_set(jp_arena *a, jp_pv_dict *d, jp_pv *k, jp_pv *v) {
-    /* Later keys replace earlier equal string/int keys, as Python's dict does. */
-    for (size_t i = 0; i < d->len; i++) {
-        jp_pv *o = d->keys[i];
-        if (o->kind != k->kind) continue;
-        if ((k->kind == JP_PV_STR || k->kind == JP_PV_BYTES) && o->u.str.len == k->u.str.len &&
-            memcmp(o->u.str.s, k->u.str.s, k->u.str.len) == 0) {
-            d->vals[i] = v;
-            return true;
-        }
-        if (k->kind == JP_PV_INT && o->u.i == k->u.i) {
-            d->vals[i] = v;
-            return true;
-        }
-    }
     if (d->len == d->cap) {
         size_t cap = d->cap;
         size_t cap2 = cap;
@@ -244,9 +233,18 @@ static bool dict_set(jp_arena *a, jp_pv_dict *d, jp_pv *k, jp_pv *v) {
     return true;
 }
 
+/* Container entries count against the same budget as values, so that DUP,
+ * memo and BUILD tricks cannot make a small pickle build a huge tree. */
+static jp_code charge(vm *m, size_t entries) {
+    if (entries > m->budget - m->nvalues)
+        return fail(m, JP_LIMIT, "more values and entries than this pickle's size allows%s", NULL);
+    m->nvalues += entries;
+    return JP_OK;
+}
+
 static jp_pv *make_seq(vm *m, jp_pv_kind kind, jp_pv **items, size_t n) {
     jp_pv *v = new_value(m, kind);
-    if (!v) return NULL;
+    if (!v || charge(m, n)) return NULL;
     if (n && !list_extend(m->a, &v->u.seq, items, n)) return NULL;
     return v;
 }
@@ -570,6 +568,8 @@ static jp_code add_items(vm *m, jp_pv *target, size_t first, bool pairs) {
     size_t n = m->sp - first;
     jp_pv **items = m->stack + first;
     if (pairs && n % 2) return fail(m, JP_CORRUPT, "an odd number of items for key/value pairs%s", NULL);
+    jp_code rc = charge(m, pairs ? n / 2 : n);
+    if (rc) return rc;
     bool ok = true;
     if (pairs) {
         jp_pv_dict *d = target->kind == JP_PV_DICT ? &target->u.dict
@@ -688,6 +688,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         if ((rc = pop_mark(m, &first))) return rc;
         if ((m->sp - first) % 2) return fail(m, JP_CORRUPT, "an odd number of items for a dict%s", NULL);
         if (!(v = new_value(m, JP_PV_DICT))) return no_memory(m);
+        if ((rc = charge(m, (m->sp - first) / 2))) return rc;
         for (size_t i = first; i < m->sp; i += 2)
             if (!dict_set(m->a, &v->u.dict, m->stack[i], m->stack[i + 1])) return no_memory(m);
         m->sp = first;
@@ -755,7 +756,10 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
             return JP_OK;
         }
         if (a->kind == JP_PV_DICT && b->kind == JP_PV_DICT) {
-            for (size_t i = 0; i < b->u.dict.len; i++)
+            if (a == b) return JP_OK; /* a dict merged into itself is unchanged */
+            size_t nb = b->u.dict.len;
+            if ((rc = charge(m, nb))) return rc;
+            for (size_t i = 0; i < nb; i++)
                 if (!dict_set(m->a, &a->u.dict, b->u.dict.keys[i], b->u.dict.vals[i]))
                     return no_memory(m);
             return JP_OK;
@@ -801,6 +805,9 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
     m.o = opts ? opts : &none;
     m.err = err;
     m.c = jp_cur_make(data, len, m.o->origin);
+    /* Values and container entries: proportional to the input, so a pickle
+     * cannot amplify its size without bound; capped by the named limit. */
+    m.budget = len > (JP_PICKLE_MAX_VALUES - 65536) / 16 ? JP_PICKLE_MAX_VALUES : 65536 + 16 * len;
     *out = NULL;
     /* Never NULL, so `stack + first` is defined even before the first push. */
     m.scap = 64;

@@ -199,6 +199,21 @@ static void test_hostile_shapes(void) {
     CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, &used, &err), JP_OK);
     CHECK(v->kind == JP_PV_LIST && v->u.seq.len == 1000 && v->u.seq.items[0] == v);
     CHECK_EQ_U64(used, n);
+    /* Two dicts merged into each other by BUILD, again and again, would grow
+     * like Fibonacci numbers; the size-proportional budget stops them. */
+    n = 0;
+    static const uint8_t head[] = {'}', 'q', 0, '(', 'K', 1, 'K', 2, 'K', 3, 'K', 4, 'u',
+                                   '}', 'q', 1, 'h', 0, 'b'};
+    memcpy(buf, head, sizeof head);
+    n = sizeof head;
+    for (int i = 0; i < 60; i++) {
+        /* GET one dict, GET the other, BUILD (merge the second into the first), POP */
+        const uint8_t step[] = {'h', (uint8_t)(i % 2), 'h', (uint8_t)(1 - i % 2), 'b', '0'};
+        memcpy(buf + n, step, sizeof step);
+        n += sizeof step;
+    }
+    buf[n++] = '.';
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
     jp_arena_free(&a);
 }
 
