@@ -45,6 +45,11 @@ void jp_tensor_default_strides(jp_tensor *t);
 jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, size_t *len,
                           jp_err *err);
 
+/* Read one file's bytes with the reader they call for, into ix (shards). */
+jp_code jp_index_read_any(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+/* A Hugging Face *.index.json at `path`, its bytes data[0..len). */
+jp_code jp_read_sharded(jp_index *ix, const char *path, const uint8_t *data, size_t len, jp_err *err);
+
 /* Readers, one per format. `data`/`len` is the whole file. */
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
