@@ -74,26 +74,32 @@ static inline void tile1_8x8(unsigned char *d, int64_t ds, const unsigned char *
     ST64(d + 7 * ds, _mm_unpackhi_epi64(d67, d67));
 }
 
+/* The 8x8 transpose of 16-bit lanes: out[k] is column k of the rows in a. */
+static inline void transpose8x16(__m128i a[8]) {
+    __m128i b[8];
+    for (int k = 0; k < 8; k += 2) {
+        b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
+        b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
+    }
+    __m128i c0 = _mm_unpacklo_epi32(b[0], b[2]), c1 = _mm_unpackhi_epi32(b[0], b[2]);
+    __m128i c2 = _mm_unpacklo_epi32(b[1], b[3]), c3 = _mm_unpackhi_epi32(b[1], b[3]);
+    __m128i c4 = _mm_unpacklo_epi32(b[4], b[6]), c5 = _mm_unpackhi_epi32(b[4], b[6]);
+    __m128i c6 = _mm_unpacklo_epi32(b[5], b[7]), c7 = _mm_unpackhi_epi32(b[5], b[7]);
+    a[0] = _mm_unpacklo_epi64(c0, c4);
+    a[1] = _mm_unpackhi_epi64(c0, c4);
+    a[2] = _mm_unpacklo_epi64(c1, c5);
+    a[3] = _mm_unpackhi_epi64(c1, c5);
+    a[4] = _mm_unpacklo_epi64(c2, c6);
+    a[5] = _mm_unpackhi_epi64(c2, c6);
+    a[6] = _mm_unpacklo_epi64(c3, c7);
+    a[7] = _mm_unpackhi_epi64(c3, c7);
+}
+
 static inline void tile2_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m128i a0 = LD128(s), a1 = LD128(s + ss), a2 = LD128(s + 2 * ss), a3 = LD128(s + 3 * ss);
-    __m128i a4 = LD128(s + 4 * ss), a5 = LD128(s + 5 * ss), a6 = LD128(s + 6 * ss),
-            a7 = LD128(s + 7 * ss);
-    __m128i b0 = _mm_unpacklo_epi16(a0, a1), b1 = _mm_unpackhi_epi16(a0, a1);
-    __m128i b2 = _mm_unpacklo_epi16(a2, a3), b3 = _mm_unpackhi_epi16(a2, a3);
-    __m128i b4 = _mm_unpacklo_epi16(a4, a5), b5 = _mm_unpackhi_epi16(a4, a5);
-    __m128i b6 = _mm_unpacklo_epi16(a6, a7), b7 = _mm_unpackhi_epi16(a6, a7);
-    __m128i c0 = _mm_unpacklo_epi32(b0, b2), c1 = _mm_unpackhi_epi32(b0, b2);
-    __m128i c2 = _mm_unpacklo_epi32(b1, b3), c3 = _mm_unpackhi_epi32(b1, b3);
-    __m128i c4 = _mm_unpacklo_epi32(b4, b6), c5 = _mm_unpackhi_epi32(b4, b6);
-    __m128i c6 = _mm_unpacklo_epi32(b5, b7), c7 = _mm_unpackhi_epi32(b5, b7);
-    ST128(d, _mm_unpacklo_epi64(c0, c4));
-    ST128(d + ds, _mm_unpackhi_epi64(c0, c4));
-    ST128(d + 2 * ds, _mm_unpacklo_epi64(c1, c5));
-    ST128(d + 3 * ds, _mm_unpackhi_epi64(c1, c5));
-    ST128(d + 4 * ds, _mm_unpacklo_epi64(c2, c6));
-    ST128(d + 5 * ds, _mm_unpackhi_epi64(c2, c6));
-    ST128(d + 6 * ds, _mm_unpacklo_epi64(c3, c7));
-    ST128(d + 7 * ds, _mm_unpackhi_epi64(c3, c7));
+    __m128i a[8];
+    for (int k = 0; k < 8; k++) a[k] = LD128(s + k * ss);
+    transpose8x16(a);
+    for (int k = 0; k < 8; k++) ST128(d + k * ds, a[k]);
 }
 
 static inline void tile4_4x4(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
@@ -217,32 +223,45 @@ AVX2 static void avx2_f32_bf16(unsigned char *dst, int64_t ds, const unsigned ch
 #define PUT256(p, v, stream) \
     ((stream) ? _mm256_stream_si256((__m256i *)(void *)(p), v) : ST256(p, v))
 
+/* Each line kernel makes all of a line's pieces before storing any, and
+ * stores a line's pieces back to back: a streamed line whose pieces arrive
+ * apart is flushed in parts, which costs more than the stores save. */
+/* A line of 2-byte elements holds 32 columns, so it needs 32 source rows,
+ * and reading 32 rows at once defeats the prefetchers (16 is fine). So a run
+ * of up to STAGE rows is done in two passes of 16 source rows: the first
+ * leaves the left half-lines in a stage in L1, the second adds the right
+ * halves and stores whole lines. */
+#define STAGE 256
 static void lines2_sse2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
                         int rows, bool stream) {
+    __m128i stage[STAGE][2];
     int rr = rows - rows % 8;
-    for (int r = 0; r < rr; r += 8)
-        for (int q = 0; q < 4; q++) {
-            const unsigned char *s = src + 8 * q * ss + r * 2;
-            __m128i a[8], b[8];
-            for (int k = 0; k < 8; k++) a[k] = LD128(s + k * ss);
-            for (int k = 0; k < 8; k += 2) {
-                b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
-                b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
+    for (int r0 = 0; r0 < rr; r0 += STAGE) {
+        int rn = rr - r0 < STAGE ? rr - r0 : STAGE;
+        for (int pass = 0; pass < 2; pass++)
+            for (int r = r0; r < r0 + rn; r += 8) {
+                __m128i a[8], b[8];
+                const unsigned char *s = src + 16 * pass * ss + r * 2;
+                for (int k = 0; k < 8; k++) {
+                    a[k] = LD128(s + k * ss);
+                    b[k] = LD128(s + (8 + k) * ss);
+                }
+                transpose8x16(a);
+                transpose8x16(b);
+                for (int k = 0; k < 8; k++) {
+                    if (pass == 0) {
+                        stage[r - r0 + k][0] = a[k];
+                        stage[r - r0 + k][1] = b[k];
+                        continue;
+                    }
+                    unsigned char *d = dst + (r + k) * ds;
+                    PUT128(d, stage[r - r0 + k][0], stream);
+                    PUT128(d + 16, stage[r - r0 + k][1], stream);
+                    PUT128(d + 32, a[k], stream);
+                    PUT128(d + 48, b[k], stream);
+                }
             }
-            __m128i c0 = _mm_unpacklo_epi32(b[0], b[2]), c1 = _mm_unpackhi_epi32(b[0], b[2]);
-            __m128i c2 = _mm_unpacklo_epi32(b[1], b[3]), c3 = _mm_unpackhi_epi32(b[1], b[3]);
-            __m128i c4 = _mm_unpacklo_epi32(b[4], b[6]), c5 = _mm_unpackhi_epi32(b[4], b[6]);
-            __m128i c6 = _mm_unpacklo_epi32(b[5], b[7]), c7 = _mm_unpackhi_epi32(b[5], b[7]);
-            unsigned char *d = dst + r * ds + q * 16;
-            PUT128(d, _mm_unpacklo_epi64(c0, c4), stream);
-            PUT128(d + ds, _mm_unpackhi_epi64(c0, c4), stream);
-            PUT128(d + 2 * ds, _mm_unpacklo_epi64(c1, c5), stream);
-            PUT128(d + 3 * ds, _mm_unpackhi_epi64(c1, c5), stream);
-            PUT128(d + 4 * ds, _mm_unpacklo_epi64(c2, c6), stream);
-            PUT128(d + 5 * ds, _mm_unpackhi_epi64(c2, c6), stream);
-            PUT128(d + 6 * ds, _mm_unpacklo_epi64(c3, c7), stream);
-            PUT128(d + 7 * ds, _mm_unpackhi_epi64(c3, c7), stream);
-        }
+    }
     if (rr < rows) portable2(dst + rr * ds, ds, src + rr * 2, ss, rows - rr, 32);
 }
 
@@ -268,7 +287,8 @@ AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char
 AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
                              int rows, bool stream) {
     int rr = rows - rows % 4;
-    for (int r = 0; r < rr; r += 4)
+    for (int r = 0; r < rr; r += 4) {
+        __m256i o[2][4];
         for (int h = 0; h < 2; h++) {
             const unsigned char *s = src + 4 * h * ss + r * 8;
             __m256d r0 = _mm256_castsi256_pd(LD256(s)), r1 = _mm256_castsi256_pd(LD256(s + ss));
@@ -276,32 +296,47 @@ AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char
                     r3 = _mm256_castsi256_pd(LD256(s + 3 * ss));
             __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
             __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            unsigned char *d = dst + r * ds + h * 32;
-            PUT256(d, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20)), stream);
-            PUT256(d + ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20)), stream);
-            PUT256(d + 2 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31)), stream);
-            PUT256(d + 3 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31)), stream);
+            o[h][0] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20));
+            o[h][1] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20));
+            o[h][2] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31));
+            o[h][3] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31));
         }
+        for (int k = 0; k < 4; k++) {
+            PUT256(dst + (r + k) * ds, o[0][k], stream);
+            PUT256(dst + (r + k) * ds + 32, o[1][k], stream);
+        }
+    }
     if (rr < rows) portable8(dst + rr * ds, ds, src + rr * 8, ss, rows - rr, 8);
 }
 
 AVX2 static void lines_f32_bf16_avx2(unsigned char *dst, int64_t ds, const unsigned char *src,
                                      int64_t ss, int rows, bool stream) {
+    _Alignas(32) __m256i stage[STAGE];
     int rr = rows - rows % 8;
-    for (int r = 0; r < rr; r += 8)
-        for (int h = 0; h < 2; h++) {
-            __m256i a[8], b[8];
-            const unsigned char *s = src + 16 * h * ss + r * 4;
-            for (int k = 0; k < 8; k++) {
-                a[k] = LD256(s + k * ss);
-                b[k] = LD256(s + (8 + k) * ss);
+    for (int r0 = 0; r0 < rr; r0 += STAGE) {
+        int rn = rr - r0 < STAGE ? rr - r0 : STAGE;
+        for (int pass = 0; pass < 2; pass++)
+            for (int r = r0; r < r0 + rn; r += 8) {
+                __m256i a[8], b[8];
+                const unsigned char *s = src + 16 * pass * ss + r * 4;
+                for (int k = 0; k < 8; k++) {
+                    a[k] = LD256(s + k * ss);
+                    b[k] = LD256(s + (8 + k) * ss);
+                }
+                transpose8x32(a);
+                transpose8x32(b);
+                for (int k = 0; k < 8; k++) {
+                    __m256i half = _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k]));
+                    if (pass == 0) {
+                        stage[r - r0 + k] = half;
+                        continue;
+                    }
+                    unsigned char *d = dst + (r + k) * ds;
+                    PUT256(d, stage[r - r0 + k], stream);
+                    PUT256(d + 32, half, stream);
+                }
             }
-            transpose8x32(a);
-            transpose8x32(b);
-            for (int k = 0; k < 8; k++)
-                PUT256(dst + (r + k) * ds + h * 32, _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k])),
-                       stream);
-        }
+    }
     if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 32);
 }
 
