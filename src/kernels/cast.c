@@ -195,18 +195,12 @@ static inline uint64_t f16_to_f64(uint16_t h) {
 
 /* ------------------------------------------------------------ stages */
 
-/* float32 <-> small floats. bfloat16 from float32 has a branch-free form
- * (the vectoriser's favourite), the rounding ml_dtypes does. */
+/* float32 <-> small floats. */
 static size_t bf16_from_f32_stage(const jp_cast *c, void *dst, const void *src, size_t n) {
     (void)c;
     const uint32_t *in = src;
     uint16_t *out = dst;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = in[i];
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        uint32_t nan = ((u >> 16) & 0x8000u) | 0x7fc0u;
-        out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : r);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = jp_bf16_from_f32(in[i]);
     return n;
 }
 static size_t bf16_to_f32_stage(const jp_cast *c, void *dst, const void *src, size_t n) {

@@ -84,7 +84,7 @@ static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64
         /* Straight to the destination: aligned whole lines of a streamed
          * destination by the line kernel, the rest by the block transpose. */
         if (p->lines && p->stream && ci * dsz == 64 && ((uintptr_t)d & 63) == 0 && ds % 64 == 0) {
-            p->lines(d, ds, s, ss, (int)ra, true);
+            p->lines(d, ds, s, ss, (int)ra);
         } else {
             p->tr(d, ds, s, ss, (int)ra, (int)ci);
         }

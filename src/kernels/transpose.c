@@ -7,6 +7,8 @@
  * edges to the portable loop. */
 #include "transpose.h"
 
+#include "cast.h"
+
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -157,8 +159,7 @@ AVX2 static inline void tile4_8x8(unsigned char *d, int64_t ds, const unsigned c
     for (int k = 0; k < 8; k++) ST256(d + k * ds, a[k]);
 }
 
-/* float32 -> bfloat16 on eight lanes, as bf16_from_f32_stage: round to
- * nearest even, NaN to the canonical quiet NaN with its sign. */
+/* float32 -> bfloat16 on eight lanes, as jp_bf16_from_f32. */
 AVX2 static inline __m128i bf16_of8(__m256i u) {
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
@@ -196,9 +197,7 @@ static void portable_f32_bf16(unsigned char *dst, int64_t ds, const unsigned cha
         for (int c = 0; c < cols; c++) {
             uint32_t u;
             memcpy(&u, src + c * ss + r * 4, 4);
-            uint16_t h = (u & 0x7fffffffu) > 0x7f800000u
-                             ? (uint16_t)(((u >> 16) & 0x8000u) | 0x7fc0u)
-                             : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            uint16_t h = jp_bf16_from_f32(u);
             memcpy(dst + r * ds + c * 2, &h, 2);
         }
 }
@@ -216,57 +215,83 @@ AVX2 static void avx2_f32_bf16(unsigned char *dst, int64_t ds, const unsigned ch
     if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, cols);
 }
 
-/* ---- whole lines, stored directly (streamed or not) */
+/* ---- whole lines, streamed straight from registers */
 
-#define PUT128(p, v, stream) \
-    ((stream) ? _mm_stream_si128((__m128i *)(void *)(p), v) : ST128(p, v))
-#define PUT256(p, v, stream) \
-    ((stream) ? _mm256_stream_si256((__m256i *)(void *)(p), v) : ST256(p, v))
+#define PUT128(p, v) _mm_stream_si128((__m128i *)(void *)(p), v)
+#define PUT256(p, v) _mm256_stream_si256((__m256i *)(void *)(p), v)
 
-/* Each line kernel makes all of a line's pieces before storing any, and
- * stores a line's pieces back to back: a streamed line whose pieces arrive
- * apart is flushed in parts, which costs more than the stores save. */
-/* A line of 2-byte elements holds 32 columns, so it needs 32 source rows,
+/* Each line kernel stores a line's pieces back to back: a streamed line
+ * whose pieces arrive apart is flushed in parts, which costs more than the
+ * stores save.
+ *
+ * A line of 2-byte elements holds 32 columns, so it needs 32 source rows,
  * and reading 32 rows at once defeats the prefetchers (16 is fine). So a run
  * of up to STAGE rows is done in two passes of 16 source rows: the first
  * leaves the left half-lines in a stage in L1, the second adds the right
  * halves and stores whole lines. */
 #define STAGE 256
-static void lines2_sse2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                        int rows, bool stream) {
-    __m128i stage[STAGE][2];
-    int rr = rows - rows % 8;
-    for (int r0 = 0; r0 < rr; r0 += STAGE) {
-        int rn = rr - r0 < STAGE ? rr - r0 : STAGE;
-        for (int pass = 0; pass < 2; pass++)
-            for (int r = r0; r < r0 + rn; r += 8) {
-                __m128i a[8], b[8];
-                const unsigned char *s = src + 16 * pass * ss + r * 2;
-                for (int k = 0; k < 8; k++) {
-                    a[k] = LD128(s + k * ss);
-                    b[k] = LD128(s + (8 + k) * ss);
-                }
-                transpose8x16(a);
-                transpose8x16(b);
-                for (int k = 0; k < 8; k++) {
-                    if (pass == 0) {
-                        stage[r - r0 + k][0] = a[k];
-                        stage[r - r0 + k][1] = b[k];
-                        continue;
-                    }
-                    unsigned char *d = dst + (r + k) * ds;
-                    PUT128(d, stage[r - r0 + k][0], stream);
-                    PUT128(d + 16, stage[r - r0 + k][1], stream);
-                    PUT128(d + 32, a[k], stream);
-                    PUT128(d + 48, b[k], stream);
-                }
-            }
+
+/* Half a line of 2-byte elements, for SSE2. */
+typedef struct {
+    __m128i lo, hi;
+} half_line;
+
+#define PUT_HALVES2(d, first, second) \
+    (PUT128(d, (first).lo), PUT128((d) + 16, (first).hi), PUT128((d) + 32, (second).lo), \
+     PUT128((d) + 48, (second).hi))
+#define PUT_HALVES256(d, first, second) (PUT256(d, first), PUT256((d) + 32, second))
+
+/* The two-pass kernel around MAKE(half[8], src, ss), which makes the
+ * half-lines (of type HALF) of rows r..r+7 from 16 source rows; PUT stores
+ * two halves as a line; EDGE does leftover rows. */
+#define STAGED_LINES(NAME, ATTR, ES, HALF, MAKE, PUT, EDGE)                                     \
+    ATTR static void NAME(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,  \
+                          int rows) {                                                            \
+        HALF stage[STAGE], half[8];                                                              \
+        int rr = rows - rows % 8;                                                                \
+        for (int r0 = 0; r0 < rr; r0 += STAGE) {                                                 \
+            int rn = rr - r0 < STAGE ? rr - r0 : STAGE;                                          \
+            for (int pass = 0; pass < 2; pass++)                                                 \
+                for (int r = r0; r < r0 + rn; r += 8) {                                          \
+                    MAKE(half, src + 16 * pass * ss + r * (ES), ss);                             \
+                    for (int k = 0; k < 8; k++) {                                                \
+                        if (pass == 0) {                                                         \
+                            stage[r - r0 + k] = half[k];                                         \
+                            continue;                                                            \
+                        }                                                                        \
+                        PUT(dst + (r + k) * ds, stage[r - r0 + k], half[k]);                     \
+                    }                                                                            \
+                }                                                                                \
+        }                                                                                        \
+        if (rr < rows) EDGE(dst + rr * ds, ds, src + rr * (ES), ss, rows - rr, 32);              \
     }
-    if (rr < rows) portable2(dst + rr * ds, ds, src + rr * 2, ss, rows - rr, 32);
+
+static inline void halves2(half_line half[8], const unsigned char *s, int64_t ss) {
+    __m128i a[8], b[8];
+    for (int k = 0; k < 8; k++) {
+        a[k] = LD128(s + k * ss);
+        b[k] = LD128(s + (8 + k) * ss);
+    }
+    transpose8x16(a);
+    transpose8x16(b);
+    for (int k = 0; k < 8; k++) half[k] = (half_line){a[k], b[k]};
 }
 
+AVX2 static inline void halves_f32_bf16(__m256i half[8], const unsigned char *s, int64_t ss) {
+    __m256i a[8], b[8];
+    for (int k = 0; k < 8; k++) {
+        a[k] = LD256(s + k * ss);
+        b[k] = LD256(s + (8 + k) * ss);
+    }
+    transpose8x32(a);
+    transpose8x32(b);
+    for (int k = 0; k < 8; k++) half[k] = _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k]));
+}
+
+STAGED_LINES(lines2_sse2, , 2, half_line, halves2, PUT_HALVES2, portable2)
+
 AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows, bool stream) {
+                             int rows) {
     int rr = rows - rows % 8;
     for (int r = 0; r < rr; r += 8) {
         __m256i a[8], b[8];
@@ -277,15 +302,15 @@ AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char
         transpose8x32(a);
         transpose8x32(b);
         for (int k = 0; k < 8; k++) {
-            PUT256(dst + (r + k) * ds, a[k], stream);
-            PUT256(dst + (r + k) * ds + 32, b[k], stream);
+            PUT256(dst + (r + k) * ds, a[k]);
+            PUT256(dst + (r + k) * ds + 32, b[k]);
         }
     }
     if (rr < rows) portable4(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 16);
 }
 
 AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows, bool stream) {
+                             int rows) {
     int rr = rows - rows % 4;
     for (int r = 0; r < rr; r += 4) {
         __m256i o[2][4];
@@ -302,43 +327,15 @@ AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char
             o[h][3] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31));
         }
         for (int k = 0; k < 4; k++) {
-            PUT256(dst + (r + k) * ds, o[0][k], stream);
-            PUT256(dst + (r + k) * ds + 32, o[1][k], stream);
+            PUT256(dst + (r + k) * ds, o[0][k]);
+            PUT256(dst + (r + k) * ds + 32, o[1][k]);
         }
     }
     if (rr < rows) portable8(dst + rr * ds, ds, src + rr * 8, ss, rows - rr, 8);
 }
 
-AVX2 static void lines_f32_bf16_avx2(unsigned char *dst, int64_t ds, const unsigned char *src,
-                                     int64_t ss, int rows, bool stream) {
-    _Alignas(32) __m256i stage[STAGE];
-    int rr = rows - rows % 8;
-    for (int r0 = 0; r0 < rr; r0 += STAGE) {
-        int rn = rr - r0 < STAGE ? rr - r0 : STAGE;
-        for (int pass = 0; pass < 2; pass++)
-            for (int r = r0; r < r0 + rn; r += 8) {
-                __m256i a[8], b[8];
-                const unsigned char *s = src + 16 * pass * ss + r * 4;
-                for (int k = 0; k < 8; k++) {
-                    a[k] = LD256(s + k * ss);
-                    b[k] = LD256(s + (8 + k) * ss);
-                }
-                transpose8x32(a);
-                transpose8x32(b);
-                for (int k = 0; k < 8; k++) {
-                    __m256i half = _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k]));
-                    if (pass == 0) {
-                        stage[r - r0 + k] = half;
-                        continue;
-                    }
-                    unsigned char *d = dst + (r + k) * ds;
-                    PUT256(d, stage[r - r0 + k], stream);
-                    PUT256(d + 32, half, stream);
-                }
-            }
-    }
-    if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 32);
-}
+STAGED_LINES(lines_f32_bf16_avx2, AVX2, 4, __m256i, halves_f32_bf16, PUT_HALVES256,
+             portable_f32_bf16)
 
 static bool has_avx2(void) { return __builtin_cpu_supports("avx2"); }
 #endif /* JP_X86 */
