@@ -123,7 +123,10 @@ static PyObject *py_permute_cast(PyObject *mod, PyObject *args, PyObject *kw) {
         jp_py_raise(&err);
         goto done;
     }
-    if (numel && (offset + lo < 0 || (uint64_t)(offset + hi) >= (uint64_t)src.len / ssz)) {
+    int64_t first, last;
+    if (numel && (offset < 0 || __builtin_add_overflow(offset, lo, &first) || first < 0 ||
+                  __builtin_add_overflow(offset, hi, &last) ||
+                  (uint64_t)last >= (uint64_t)src.len / ssz)) {
         PyErr_SetString(PyExc_ValueError, "the view reaches outside the source buffer");
         goto done;
     }

@@ -288,6 +288,8 @@ def test_bad_arguments():
         _core.permute_cast(buf, "float32", [3, 5], None, None, "float32")
     with pytest.raises(ValueError, match="outside the source buffer"):
         _core.permute_cast(buf, "float32", [3], [-1], None, "float32")
+    with pytest.raises(ValueError, match="outside the source buffer"):
+        _core.permute_cast(buf, "float32", [2], [2**62], None, "float32", offset=2**62)
     with pytest.raises(ValueError, match="unknown dtype"):
         _core.permute_cast(buf, "float33", [3], None, None, "float32")
     with pytest.raises(ValueError, match="bytes"):
