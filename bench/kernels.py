@@ -2,15 +2,16 @@
 
     PYTHONPATH=build/python python bench/kernels.py [--quick] [--repeat N]
 
-For each shape (a Linear weight (out, in) -> (in, out), and a conv kernel
+For each shape (Linear weights (out, in) -> (in, out), and a conv kernel
 (O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
-times, best of N:
-  memcpy    numpy copy of a contiguous f32 buffer of the source's size (one thread)
-  numpy     a.transpose(perm).copy() or .astype(bf16, order='C') (one thread)
-  jp 1T     jaxport._core.permute_cast on this thread
-  jp nT     the same with a pool of one thread per core
-GB/s counts bytes read plus bytes written. Ratios: jp 1T / memcpy, jp nT per
-core / memcpy, and the faster jp / numpy.
+times, best of N runs on the same source and destination buffers:
+  memcpy  numpy.copyto between contiguous f32 buffers of the source's size
+          (one thread, glibc memcpy)
+  numpy   a.transpose(perm).copy(), or .astype(bfloat16, order="C") (one thread)
+  jp 1T   jaxport._core.permute_cast on the calling thread
+  jp nT   the same with a Pool of one thread per core (started once)
+GB/s counts bytes read plus bytes written. The ratios: jp 1T / memcpy, jp nT
+per core / memcpy, and the faster jp over numpy.
 """
 
 import argparse
@@ -36,7 +37,7 @@ QUICK = [
 
 
 def best(fn, repeat):
-    fn()  # warm: page faults, caches
+    fn()  # warm up: page faults, caches
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -50,35 +51,39 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    cores = os.cpu_count() or 1
+    pool = _core.Pool(0)
+    cores = pool.threads
     rng = np.random.default_rng(0)
-    print(f"{cores} cores; GB/s = (bytes read + bytes written) / best of {args.repeat}")
-    head = f"{'shape':16} {'cast':9} {'memcpy':>7} {'numpy':>7} {'jp 1T':>7} {'jp nT':>7}  {'1T/memcpy':>9} {'nT/core/memcpy':>14} {'jp/numpy':>8}"
+    print(f"{cores} threads in the pool ({os.cpu_count()} cores); "
+          f"GB/s = (bytes read + bytes written) / best of {args.repeat}")
+    head = (f"{'shape':15} {'cast':8} {'memcpy':>7} {'numpy':>7} {'jp 1T':>7} {'jp nT':>7}"
+            f"  {'1T/memcpy':>9} {'nT/core/memcpy':>14} {'jp/numpy':>8}")
     print(head)
     print("-" * len(head))
     for name, shape, perm in QUICK if args.quick else SHAPES:
         src = rng.standard_normal(shape, dtype=np.float32)
         copy_dst = np.empty_like(src)
         out_shape = tuple(shape[p] for p in perm)
-        for cast, dt in (("f32", np.float32), ("f32>bf16", ml_dtypes.bfloat16)):
-            dt = np.dtype(dt)
+        for cast, dt in (("f32", np.dtype(np.float32)), ("f32>bf16", np.dtype(ml_dtypes.bfloat16))):
             dst = np.empty(out_shape, dt)
             moved = src.nbytes + dst.nbytes
+
+            def run(**kw):
+                _core.permute_cast(src, "float32", shape, None, perm, dt.name, out=dst, **kw)
+
             t_copy = best(lambda: np.copyto(copy_dst, src), args.repeat)
-            if dt == np.float32:
+            if cast == "f32":
                 t_np = best(lambda: src.transpose(perm).copy(), args.repeat)
             else:
                 t_np = best(lambda: src.transpose(perm).astype(dt, order="C"), args.repeat)
-            call = lambda threads: _core.permute_cast(
-                src, "float32", shape, None, perm, dt.name, out=dst, threads=threads)
-            t1 = best(lambda: call(1), args.repeat)
-            tn = best(lambda: call(0), args.repeat)
-            ref = src.transpose(perm).astype(dt)
-            assert dst.tobytes() == ref.tobytes(), f"{name} {cast}: wrong result"
-            gb = lambda t, n=moved: n / t / 1e9
-            mem = gb(t_copy, 2 * src.nbytes)
-            print(f"{name:16} {cast:9} {mem:7.2f} {gb(t_np):7.2f} {gb(t1):7.2f} {gb(tn):7.2f}"
-                  f"  {gb(t1) / mem:9.2f} {gb(tn) / cores / mem:14.2f} {min(t_np / t1, t_np / tn) if False else t_np / min(t1, tn):8.2f}")
+            t1 = best(lambda: run(threads=1), args.repeat)
+            tn = best(lambda: run(pool=pool), args.repeat)
+            want = src.transpose(perm).astype(dt, order="C")
+            assert dst.tobytes() == want.tobytes(), f"{name} {cast}: wrong result"
+            mem = 2 * src.nbytes / t_copy / 1e9
+            gb = [moved / t / 1e9 for t in (t_np, t1, tn)]
+            print(f"{name:15} {cast:8} {mem:7.2f} {gb[0]:7.2f} {gb[1]:7.2f} {gb[2]:7.2f}"
+                  f"  {gb[1] / mem:9.2f} {gb[2] / cores / mem:14.2f} {t_np / min(t1, tn):8.2f}")
 
 
 if __name__ == "__main__":

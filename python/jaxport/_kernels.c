@@ -3,6 +3,53 @@
 
 #include "kernels/kernels.h"
 
+/* ------------------------------------------------------------ Pool */
+
+typedef struct {
+    PyObject_HEAD
+    jp_pool *pool;
+} PoolObject;
+
+static void pool_dealloc(PoolObject *self) {
+    jp_pool_destroy(self->pool);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int pool_init(PoolObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"threads", NULL};
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|i", kwlist, &threads)) return -1;
+    if (self->pool) return 0; /* __init__ called twice: keep the first pool */
+    jp_err err;
+    jp_err_clear(&err);
+    if (jp_pool_create(&self->pool, threads, &err)) {
+        jp_py_raise(&err);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *pool_threads(PoolObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLong(jp_pool_threads(self->pool));
+}
+
+static PyGetSetDef pool_getset[] = {
+    {"threads", (getter)pool_threads, NULL, "Threads that run tasks, the caller's included.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "jaxport._core.Pool",
+    .tp_basicsize = sizeof(PoolObject),
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pool(threads=0): worker threads for the kernels (0 = one per core).",
+    .tp_init = (initproc)pool_init,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = pool_getset,
+};
+
 /* Reads a sequence of ints into out[0..n); -1 with an exception on error. */
 static int int64_seq(PyObject *seq, int64_t *out, Py_ssize_t n, const char *what) {
     PyObject *fast = PySequence_Fast(seq, what);
@@ -33,15 +80,21 @@ static jp_dtype dtype_arg(const char *name) {
 static PyObject *py_permute_cast(PyObject *mod, PyObject *args, PyObject *kw) {
     (void)mod;
     static char *kwlist[] = {"src", "src_dtype", "shape", "strides", "perm", "dst_dtype",
-                             "offset", "out", "threads", NULL};
+                             "offset", "out", "threads", "pool", NULL};
     Py_buffer src, out = {0};
     const char *src_name, *dst_name = NULL;
-    PyObject *shape_o, *strides_o = Py_None, *perm_o = Py_None, *out_o = Py_None;
+    PyObject *shape_o, *strides_o = Py_None, *perm_o = Py_None, *out_o = Py_None, *pool_o = Py_None;
     long long offset = 0;
     int threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*sO|OOzLOi", kwlist, &src, &src_name, &shape_o,
-                                     &strides_o, &perm_o, &dst_name, &offset, &out_o, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*sO|OOzLOiO", kwlist, &src, &src_name, &shape_o,
+                                     &strides_o, &perm_o, &dst_name, &offset, &out_o, &threads,
+                                     &pool_o))
         return NULL;
+    if (pool_o != Py_None && !PyObject_TypeCheck(pool_o, &PoolType)) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_TypeError, "pool must be a jaxport._core.Pool");
+        return NULL;
+    }
     PyObject *result = NULL;
     int64_t shape[JP_MAX_DIMS], strides[JP_MAX_DIMS], perm64[JP_MAX_DIMS];
     int perm[JP_MAX_DIMS];
@@ -70,7 +123,10 @@ static PyObject *py_permute_cast(PyObject *mod, PyObject *args, PyObject *kw) {
         jp_py_raise(&err);
         goto done;
     }
-    if (numel && (offset + lo < 0 || (uint64_t)(offset + hi) >= (uint64_t)src.len / ssz)) {
+    int64_t first, last;
+    if (numel && (offset < 0 || __builtin_add_overflow(offset, lo, &first) || first < 0 ||
+                  __builtin_add_overflow(offset, hi, &last) ||
+                  (uint64_t)last >= (uint64_t)src.len / ssz)) {
         PyErr_SetString(PyExc_ValueError, "the view reaches outside the source buffer");
         goto done;
     }
@@ -90,13 +146,16 @@ static PyObject *py_permute_cast(PyObject *mod, PyObject *args, PyObject *kw) {
     }
     jp_code rc;
     const unsigned char *base = (const unsigned char *)src.buf + offset * (int64_t)ssz;
-    jp_pool *pool = NULL;
+    /* A given pool is kept alive by the reference the arguments hold; one
+     * made for this call goes with it. */
+    jp_pool *given = pool_o != Py_None ? ((PoolObject *)pool_o)->pool : NULL, *made = NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = threads == 1 ? JP_OK : jp_pool_create(&pool, threads, &err);
+    rc = given || threads == 1 ? JP_OK : jp_pool_create(&made, threads, &err);
     if (rc == JP_OK)
         rc = jp_permute_cast_strided(dst, ddt, NULL, numel ? base : src.buf, sdt, (int)ndim, shape,
-                                     strides, perm_o == Py_None ? NULL : perm, pool, &err);
-    jp_pool_destroy(pool);
+                                     strides, perm_o == Py_None ? NULL : perm,
+                                     given ? given : made, &err);
+    jp_pool_destroy(made);
     Py_END_ALLOW_THREADS
     if (rc) {
         Py_CLEAR(result);
@@ -113,12 +172,16 @@ done:
 static PyMethodDef kernel_methods[] = {
     {"permute_cast", (PyCFunction)(void (*)(void))py_permute_cast, METH_VARARGS | METH_KEYWORDS,
      "permute_cast(src, src_dtype, shape, strides=None, perm=None, dst_dtype=None, offset=0,\n"
-     "             out=None, threads=1)\n"
+     "             out=None, threads=1, pool=None)\n"
      "Copy the strided view of buffer src (strides and offset in elements) into a dense\n"
      "row-major result with axes permuted and elements cast; returns bytes, or None\n"
      "after writing into the writable buffer out. threads: 1 = this thread only,\n"
-     "0 = one per core (a pool is started for the call)."},
+     "0 = one per core (a pool is started for the call); pool: a Pool to use instead."},
     {NULL, NULL, 0, NULL},
 };
 
-int jp_py_init_kernels(PyObject *m) { return PyModule_AddFunctions(m, kernel_methods); }
+int jp_py_init_kernels(PyObject *m) {
+    if (PyType_Ready(&PoolType) < 0 || PyModule_AddObjectRef(m, "Pool", (PyObject *)&PoolType) < 0)
+        return -1;
+    return PyModule_AddFunctions(m, kernel_methods);
+}

@@ -24,6 +24,7 @@
 
 #define RUN 256                   /* elements per gather pass */
 #define SUB 32                    /* rows of a block made in scratch at a time */
+#define ROW_BYTES 256             /* most destination bytes per row of a block */
 #define TILE_BYTES (256 * 1024)   /* source bytes per block, about */
 #define STREAM_MIN (8u << 20)     /* destinations this large bypass the cache */
 #define CHUNK_BYTES (256 * 1024)  /* source + destination bytes per run chunk */
@@ -72,25 +73,24 @@ static bool run_cast(const plan *p, unsigned char *d, int64_t ds, const unsigned
 }
 
 /* One block of the tiles walk: ra rows along a by ci columns along the
- * inner axis (at most one destination line), at s and d. Each group of SUB
- * rows is made in scratch (transposed, cast, or both), then written out a
- * line per row. */
+ * inner axis (at most ROW_BYTES of destination), at s and d. With a cast,
+ * each group of SUB rows is made in scratch (transposed and cast), then
+ * written out a row at a time. */
 static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64_t ra, int64_t ci) {
     const jp_cast *c = &p->cast;
     int64_t ssz = (int64_t)c->src_size, dsz = (int64_t)c->dst_size, ds = p->ds[p->a],
             ss = p->ss[p->nd - 1];
     if (c->copy || p->fused) {
-        /* Straight to the destination: whole lines by the line kernel,
-         * streamed where the rows are aligned lines; the rest by blocks. */
-        if (p->lines && ci * dsz == 64) {
-            bool stream = p->stream && ((uintptr_t)d & 63) == 0 && ds % 64 == 0;
-            p->lines(d, ds, s, ss, (int)ra, stream);
+        /* Straight to the destination: aligned whole lines of a streamed
+         * destination by the line kernel, the rest by the block transpose. */
+        if (p->lines && p->stream && ci * dsz == 64 && ((uintptr_t)d & 63) == 0 && ds % 64 == 0) {
+            p->lines(d, ds, s, ss, (int)ra);
         } else {
             p->tr(d, ds, s, ss, (int)ra, (int)ci);
         }
         return true;
     }
-    _Alignas(64) unsigned char out[SUB * 64], mid[SUB * 64]; /* mid: the other dtype, same count */
+    _Alignas(64) unsigned char out[SUB * ROW_BYTES], mid[SUB * ROW_BYTES]; /* mid: the other dtype, same count */
     for (int64_t r0 = 0; r0 < ra; r0 += SUB) {
         int64_t rn = ra - r0 < SUB ? ra - r0 : SUB;
         const unsigned char *sr = s + r0 * ssz;
@@ -98,14 +98,14 @@ static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64
             for (int64_t k = 0; k < ci; k++)
                 if (jp_cast_run(c, mid + k * rn * dsz, sr + k * ss, (size_t)rn) != (size_t)rn)
                     return false;
-            p->tr(out, 64, mid, rn * dsz, (int)rn, (int)ci);
+            p->tr(out, ROW_BYTES, mid, rn * dsz, (int)rn, (int)ci);
         } else {
             p->tr(mid, ci * ssz, sr, ss, (int)rn, (int)ci);
             for (int64_t r = 0; r < rn; r++)
-                if (jp_cast_run(c, out + r * 64, mid + r * ci * ssz, (size_t)ci) != (size_t)ci)
+                if (jp_cast_run(c, out + r * ROW_BYTES, mid + r * ci * ssz, (size_t)ci) != (size_t)ci)
                     return false;
         }
-        jp_put_rows(d + r0 * ds, ds, out, 64, (int)rn, (size_t)(ci * dsz), p->stream);
+        jp_put_rows(d + r0 * ds, ds, out, ROW_BYTES, (int)rn, (size_t)(ci * dsz), p->stream);
     }
     return true;
 }
@@ -155,10 +155,11 @@ static void task(void *ctx, size_t t, int worker) {
 }
 
 /* Chooses the walk and its blocks. */
-static void choose_walk(plan *p) {
+static void choose_walk(plan *p, uint64_t numel) {
     int inner = p->nd - 1;
     int64_t ssz = (int64_t)p->cast.src_size, dsz = (int64_t)p->cast.dst_size;
     p->walk = WALK_GATHER;
+    p->stream = false;
     if (p->ds[inner] == dsz && p->ss[inner] == ssz) p->walk = WALK_ROWS;
     for (int x = 0; x < inner && p->walk == WALK_GATHER && p->ds[inner] == dsz; x++)
         if (p->ss[x] == ssz) {
@@ -170,9 +171,12 @@ static void choose_walk(plan *p) {
     if (p->walk != WALK_TILES) {
         p->bi = CHUNK_BYTES / (ssz + dsz);
     } else {
-        /* A block is one destination line wide and long enough along a to
-         * read about TILE_BYTES of source in long runs. */
-        p->bi = 64 / dsz;
+        /* A streamed block is one destination line wide (so 16 source
+         * rows for float32, which the prefetchers follow) and long enough
+         * along a to read about TILE_BYTES in long runs; a cached one is
+         * four lines wide, for fewer and longer calls. */
+        p->stream = numel * (uint64_t)dsz >= STREAM_MIN;
+        p->bi = (p->stream ? 64 : ROW_BYTES) / dsz;
         p->ba = TILE_BYTES / (p->bi * ssz);
         p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
         p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16 &&
@@ -182,12 +186,12 @@ static void choose_walk(plan *p) {
         p->tr = p->fused ? jp_transpose_f32_bf16()
                          : jp_transpose_for((size_t)(p->cast_first || p->cast.copy ? dsz : ssz));
     }
-    /* Blocks along the inner axis start on the destination's 64-byte lines,
-     * when every row starts at the same place in a line. */
+    /* A streamed destination's blocks along the inner axis start on its
+     * 64-byte lines, when every row starts at the same place in a line. */
     uintptr_t mis = (uintptr_t)p->dst & 63;
     bool rows_agree = mis % (uintptr_t)dsz == 0;
     for (int x = 0; x < inner; x++) rows_agree = rows_agree && p->ds[x] % 64 == 0;
-    p->shift = p->walk == WALK_TILES && rows_agree && mis ? (int64_t)(64 - mis) / dsz : 0;
+    p->shift = p->stream && rows_agree && mis ? (int64_t)(64 - mis) / dsz : 0;
     if (p->shift >= p->n[inner]) p->shift = 0;
     p->nbi = (p->shift > 0) + (p->n[inner] - p->shift + p->bi - 1) / p->bi;
     p->items = (uint64_t)p->nba * (uint64_t)p->nbi;
@@ -292,8 +296,7 @@ jp_code jp_permute_cast_strided(void *dst, jp_dtype dst_dt, const int64_t *dst_s
     }
     p.src = src;
     p.dst = dst;
-    choose_walk(&p);
-    p.stream = p.walk == WALK_TILES && numel * (uint64_t)dsz >= STREAM_MIN;
+    choose_walk(&p, numel);
     job j = {.p = &p, .per = p.items};
     atomic_init(&j.failed, false);
     uint64_t bytes = numel * (uint64_t)(ssz + dsz);

@@ -7,6 +7,8 @@
  * edges to the portable loop. */
 #include "transpose.h"
 
+#include "cast.h"
+
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -74,26 +76,32 @@ static inline void tile1_8x8(unsigned char *d, int64_t ds, const unsigned char *
     ST64(d + 7 * ds, _mm_unpackhi_epi64(d67, d67));
 }
 
+/* The 8x8 transpose of 16-bit lanes: out[k] is column k of the rows in a. */
+static inline void transpose8x16(__m128i a[8]) {
+    __m128i b[8];
+    for (int k = 0; k < 8; k += 2) {
+        b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
+        b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
+    }
+    __m128i c0 = _mm_unpacklo_epi32(b[0], b[2]), c1 = _mm_unpackhi_epi32(b[0], b[2]);
+    __m128i c2 = _mm_unpacklo_epi32(b[1], b[3]), c3 = _mm_unpackhi_epi32(b[1], b[3]);
+    __m128i c4 = _mm_unpacklo_epi32(b[4], b[6]), c5 = _mm_unpackhi_epi32(b[4], b[6]);
+    __m128i c6 = _mm_unpacklo_epi32(b[5], b[7]), c7 = _mm_unpackhi_epi32(b[5], b[7]);
+    a[0] = _mm_unpacklo_epi64(c0, c4);
+    a[1] = _mm_unpackhi_epi64(c0, c4);
+    a[2] = _mm_unpacklo_epi64(c1, c5);
+    a[3] = _mm_unpackhi_epi64(c1, c5);
+    a[4] = _mm_unpacklo_epi64(c2, c6);
+    a[5] = _mm_unpackhi_epi64(c2, c6);
+    a[6] = _mm_unpacklo_epi64(c3, c7);
+    a[7] = _mm_unpackhi_epi64(c3, c7);
+}
+
 static inline void tile2_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m128i a0 = LD128(s), a1 = LD128(s + ss), a2 = LD128(s + 2 * ss), a3 = LD128(s + 3 * ss);
-    __m128i a4 = LD128(s + 4 * ss), a5 = LD128(s + 5 * ss), a6 = LD128(s + 6 * ss),
-            a7 = LD128(s + 7 * ss);
-    __m128i b0 = _mm_unpacklo_epi16(a0, a1), b1 = _mm_unpackhi_epi16(a0, a1);
-    __m128i b2 = _mm_unpacklo_epi16(a2, a3), b3 = _mm_unpackhi_epi16(a2, a3);
-    __m128i b4 = _mm_unpacklo_epi16(a4, a5), b5 = _mm_unpackhi_epi16(a4, a5);
-    __m128i b6 = _mm_unpacklo_epi16(a6, a7), b7 = _mm_unpackhi_epi16(a6, a7);
-    __m128i c0 = _mm_unpacklo_epi32(b0, b2), c1 = _mm_unpackhi_epi32(b0, b2);
-    __m128i c2 = _mm_unpacklo_epi32(b1, b3), c3 = _mm_unpackhi_epi32(b1, b3);
-    __m128i c4 = _mm_unpacklo_epi32(b4, b6), c5 = _mm_unpackhi_epi32(b4, b6);
-    __m128i c6 = _mm_unpacklo_epi32(b5, b7), c7 = _mm_unpackhi_epi32(b5, b7);
-    ST128(d, _mm_unpacklo_epi64(c0, c4));
-    ST128(d + ds, _mm_unpackhi_epi64(c0, c4));
-    ST128(d + 2 * ds, _mm_unpacklo_epi64(c1, c5));
-    ST128(d + 3 * ds, _mm_unpackhi_epi64(c1, c5));
-    ST128(d + 4 * ds, _mm_unpacklo_epi64(c2, c6));
-    ST128(d + 5 * ds, _mm_unpackhi_epi64(c2, c6));
-    ST128(d + 6 * ds, _mm_unpacklo_epi64(c3, c7));
-    ST128(d + 7 * ds, _mm_unpackhi_epi64(c3, c7));
+    __m128i a[8];
+    for (int k = 0; k < 8; k++) a[k] = LD128(s + k * ss);
+    transpose8x16(a);
+    for (int k = 0; k < 8; k++) ST128(d + k * ds, a[k]);
 }
 
 static inline void tile4_4x4(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
@@ -151,8 +159,7 @@ AVX2 static inline void tile4_8x8(unsigned char *d, int64_t ds, const unsigned c
     for (int k = 0; k < 8; k++) ST256(d + k * ds, a[k]);
 }
 
-/* float32 -> bfloat16 on eight lanes, as bf16_from_f32_stage: round to
- * nearest even, NaN to the canonical quiet NaN with its sign. */
+/* float32 -> bfloat16 on eight lanes, as jp_bf16_from_f32. */
 AVX2 static inline __m128i bf16_of8(__m256i u) {
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
@@ -190,9 +197,7 @@ static void portable_f32_bf16(unsigned char *dst, int64_t ds, const unsigned cha
         for (int c = 0; c < cols; c++) {
             uint32_t u;
             memcpy(&u, src + c * ss + r * 4, 4);
-            uint16_t h = (u & 0x7fffffffu) > 0x7f800000u
-                             ? (uint16_t)(((u >> 16) & 0x8000u) | 0x7fc0u)
-                             : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            uint16_t h = jp_bf16_from_f32(u);
             memcpy(dst + r * ds + c * 2, &h, 2);
         }
 }
@@ -210,44 +215,83 @@ AVX2 static void avx2_f32_bf16(unsigned char *dst, int64_t ds, const unsigned ch
     if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, cols);
 }
 
-/* ---- whole lines, stored directly (streamed or not) */
+/* ---- whole lines, streamed straight from registers */
 
-#define PUT128(p, v, stream) \
-    ((stream) ? _mm_stream_si128((__m128i *)(void *)(p), v) : ST128(p, v))
-#define PUT256(p, v, stream) \
-    ((stream) ? _mm256_stream_si256((__m256i *)(void *)(p), v) : ST256(p, v))
+#define PUT128(p, v) _mm_stream_si128((__m128i *)(void *)(p), v)
+#define PUT256(p, v) _mm256_stream_si256((__m256i *)(void *)(p), v)
 
-static void lines2_sse2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                        int rows, bool stream) {
-    int rr = rows - rows % 8;
-    for (int r = 0; r < rr; r += 8)
-        for (int q = 0; q < 4; q++) {
-            const unsigned char *s = src + 8 * q * ss + r * 2;
-            __m128i a[8], b[8];
-            for (int k = 0; k < 8; k++) a[k] = LD128(s + k * ss);
-            for (int k = 0; k < 8; k += 2) {
-                b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
-                b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
-            }
-            __m128i c0 = _mm_unpacklo_epi32(b[0], b[2]), c1 = _mm_unpackhi_epi32(b[0], b[2]);
-            __m128i c2 = _mm_unpacklo_epi32(b[1], b[3]), c3 = _mm_unpackhi_epi32(b[1], b[3]);
-            __m128i c4 = _mm_unpacklo_epi32(b[4], b[6]), c5 = _mm_unpackhi_epi32(b[4], b[6]);
-            __m128i c6 = _mm_unpacklo_epi32(b[5], b[7]), c7 = _mm_unpackhi_epi32(b[5], b[7]);
-            unsigned char *d = dst + r * ds + q * 16;
-            PUT128(d, _mm_unpacklo_epi64(c0, c4), stream);
-            PUT128(d + ds, _mm_unpackhi_epi64(c0, c4), stream);
-            PUT128(d + 2 * ds, _mm_unpacklo_epi64(c1, c5), stream);
-            PUT128(d + 3 * ds, _mm_unpackhi_epi64(c1, c5), stream);
-            PUT128(d + 4 * ds, _mm_unpacklo_epi64(c2, c6), stream);
-            PUT128(d + 5 * ds, _mm_unpackhi_epi64(c2, c6), stream);
-            PUT128(d + 6 * ds, _mm_unpacklo_epi64(c3, c7), stream);
-            PUT128(d + 7 * ds, _mm_unpackhi_epi64(c3, c7), stream);
-        }
-    if (rr < rows) portable2(dst + rr * ds, ds, src + rr * 2, ss, rows - rr, 32);
+/* Each line kernel stores a line's pieces back to back: a streamed line
+ * whose pieces arrive apart is flushed in parts, which costs more than the
+ * stores save.
+ *
+ * A line of 2-byte elements holds 32 columns, so it needs 32 source rows,
+ * and reading 32 rows at once defeats the prefetchers (16 is fine). So a run
+ * of up to STAGE rows is done in two passes of 16 source rows: the first
+ * leaves the left half-lines in a stage in L1, the second adds the right
+ * halves and stores whole lines. */
+#define STAGE 256
+
+/* Half a line of 2-byte elements, for SSE2. */
+typedef struct {
+    __m128i lo, hi;
+} half_line;
+
+#define PUT_HALVES2(d, first, second) \
+    (PUT128(d, (first).lo), PUT128((d) + 16, (first).hi), PUT128((d) + 32, (second).lo), \
+     PUT128((d) + 48, (second).hi))
+#define PUT_HALVES256(d, first, second) (PUT256(d, first), PUT256((d) + 32, second))
+
+/* The two-pass kernel around MAKE(half[8], src, ss), which makes the
+ * half-lines (of type HALF) of rows r..r+7 from 16 source rows; PUT stores
+ * two halves as a line; EDGE does leftover rows. */
+#define STAGED_LINES(NAME, ATTR, ES, HALF, MAKE, PUT, EDGE)                                     \
+    ATTR static void NAME(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,  \
+                          int rows) {                                                            \
+        HALF stage[STAGE], half[8];                                                              \
+        int rr = rows - rows % 8;                                                                \
+        for (int r0 = 0; r0 < rr; r0 += STAGE) {                                                 \
+            int rn = rr - r0 < STAGE ? rr - r0 : STAGE;                                          \
+            for (int pass = 0; pass < 2; pass++)                                                 \
+                for (int r = r0; r < r0 + rn; r += 8) {                                          \
+                    MAKE(half, src + 16 * pass * ss + r * (ES), ss);                             \
+                    for (int k = 0; k < 8; k++) {                                                \
+                        if (pass == 0) {                                                         \
+                            stage[r - r0 + k] = half[k];                                         \
+                            continue;                                                            \
+                        }                                                                        \
+                        PUT(dst + (r + k) * ds, stage[r - r0 + k], half[k]);                     \
+                    }                                                                            \
+                }                                                                                \
+        }                                                                                        \
+        if (rr < rows) EDGE(dst + rr * ds, ds, src + rr * (ES), ss, rows - rr, 32);              \
+    }
+
+static inline void halves2(half_line half[8], const unsigned char *s, int64_t ss) {
+    __m128i a[8], b[8];
+    for (int k = 0; k < 8; k++) {
+        a[k] = LD128(s + k * ss);
+        b[k] = LD128(s + (8 + k) * ss);
+    }
+    transpose8x16(a);
+    transpose8x16(b);
+    for (int k = 0; k < 8; k++) half[k] = (half_line){a[k], b[k]};
 }
 
+AVX2 static inline void halves_f32_bf16(__m256i half[8], const unsigned char *s, int64_t ss) {
+    __m256i a[8], b[8];
+    for (int k = 0; k < 8; k++) {
+        a[k] = LD256(s + k * ss);
+        b[k] = LD256(s + (8 + k) * ss);
+    }
+    transpose8x32(a);
+    transpose8x32(b);
+    for (int k = 0; k < 8; k++) half[k] = _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k]));
+}
+
+STAGED_LINES(lines2_sse2, , 2, half_line, halves2, PUT_HALVES2, portable2)
+
 AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows, bool stream) {
+                             int rows) {
     int rr = rows - rows % 8;
     for (int r = 0; r < rr; r += 8) {
         __m256i a[8], b[8];
@@ -258,17 +302,18 @@ AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char
         transpose8x32(a);
         transpose8x32(b);
         for (int k = 0; k < 8; k++) {
-            PUT256(dst + (r + k) * ds, a[k], stream);
-            PUT256(dst + (r + k) * ds + 32, b[k], stream);
+            PUT256(dst + (r + k) * ds, a[k]);
+            PUT256(dst + (r + k) * ds + 32, b[k]);
         }
     }
     if (rr < rows) portable4(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 16);
 }
 
 AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows, bool stream) {
+                             int rows) {
     int rr = rows - rows % 4;
-    for (int r = 0; r < rr; r += 4)
+    for (int r = 0; r < rr; r += 4) {
+        __m256i o[2][4];
         for (int h = 0; h < 2; h++) {
             const unsigned char *s = src + 4 * h * ss + r * 8;
             __m256d r0 = _mm256_castsi256_pd(LD256(s)), r1 = _mm256_castsi256_pd(LD256(s + ss));
@@ -276,34 +321,21 @@ AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char
                     r3 = _mm256_castsi256_pd(LD256(s + 3 * ss));
             __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
             __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            unsigned char *d = dst + r * ds + h * 32;
-            PUT256(d, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20)), stream);
-            PUT256(d + ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20)), stream);
-            PUT256(d + 2 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31)), stream);
-            PUT256(d + 3 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31)), stream);
+            o[h][0] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20));
+            o[h][1] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20));
+            o[h][2] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31));
+            o[h][3] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31));
         }
+        for (int k = 0; k < 4; k++) {
+            PUT256(dst + (r + k) * ds, o[0][k]);
+            PUT256(dst + (r + k) * ds + 32, o[1][k]);
+        }
+    }
     if (rr < rows) portable8(dst + rr * ds, ds, src + rr * 8, ss, rows - rr, 8);
 }
 
-AVX2 static void lines_f32_bf16_avx2(unsigned char *dst, int64_t ds, const unsigned char *src,
-                                     int64_t ss, int rows, bool stream) {
-    int rr = rows - rows % 8;
-    for (int r = 0; r < rr; r += 8)
-        for (int h = 0; h < 2; h++) {
-            __m256i a[8], b[8];
-            const unsigned char *s = src + 16 * h * ss + r * 4;
-            for (int k = 0; k < 8; k++) {
-                a[k] = LD256(s + k * ss);
-                b[k] = LD256(s + (8 + k) * ss);
-            }
-            transpose8x32(a);
-            transpose8x32(b);
-            for (int k = 0; k < 8; k++)
-                PUT256(dst + (r + k) * ds + h * 32, _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k])),
-                       stream);
-        }
-    if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 32);
-}
+STAGED_LINES(lines_f32_bf16_avx2, AVX2, 4, __m256i, halves_f32_bf16, PUT_HALVES256,
+             portable_f32_bf16)
 
 static bool has_avx2(void) { return __builtin_cpu_supports("avx2"); }
 #endif /* JP_X86 */

@@ -6,12 +6,9 @@
 
 /* dst[r][c] = src[c][r] for r < rows and c < cols: element (r, c) of dst is
  * at dst + r * dstride + c * esize, element (c, r) of src at src + c * sstride
- * + r * esize (strides in bytes). A block is at most JP_BLOCK_MAX elements
- * each way. */
+ * + r * esize (strides in bytes). */
 typedef void (*jp_transpose_fn)(unsigned char *dst, int64_t dstride, const unsigned char *src,
                                 int64_t sstride, int rows, int cols);
-
-#define JP_BLOCK_MAX 128
 
 /* For element sizes 1, 2, 4, 8 and 16; NULL for others. */
 jp_transpose_fn jp_transpose_for(size_t esize);
@@ -21,11 +18,11 @@ jp_transpose_fn jp_transpose_for(size_t esize);
 jp_transpose_fn jp_transpose_f32_bf16(void);
 
 /* Whole destination lines: like jp_transpose_fn with cols = 64 / esize (one
- * 64-byte line of the destination per row), stored straight from registers;
- * with stream set, around the cache (dst rows must then be 64-byte aligned).
+ * 64-byte line of the destination per row, which must be 64-byte aligned),
+ * stored around the cache (non-temporal stores) straight from registers.
  * NULL where the CPU has no such kernel. */
 typedef void (*jp_lines_fn)(unsigned char *dst, int64_t dstride, const unsigned char *src,
-                            int64_t sstride, int rows, bool stream);
+                            int64_t sstride, int rows);
 jp_lines_fn jp_lines_for(size_t esize);
 jp_lines_fn jp_lines_f32_bf16(void); /* 32 columns of float32 in, bfloat16 out */
 

@@ -37,7 +37,7 @@ def reference_cast(x, dst):
         return x.astype(dt(dst))
 
 
-def jp(x, dst=None, perm=None, base=None, threads=1, out=None):
+def jp(x, dst=None, perm=None, base=None, threads=1, out=None, pool=None):
     """Runs the kernel on the view x of base (x itself when contiguous)."""
     base = x if base is None else base
     size = x.dtype.itemsize
@@ -46,7 +46,7 @@ def jp(x, dst=None, perm=None, base=None, threads=1, out=None):
     raw = base.view(np.uint8).reshape(-1) if base.ndim else base.reshape(1).view(np.uint8)
     got = _core.permute_cast(raw, x.dtype.name, list(x.shape), strides,
                              None if perm is None else list(perm), dst or x.dtype.name,
-                             offset=offset, out=out, threads=threads)
+                             offset=offset, out=out, threads=threads, pool=pool)
     if out is not None:
         return None
     shape = x.shape if perm is None else tuple(x.shape[p] for p in perm)
@@ -180,7 +180,7 @@ LAYOUT_CASES = [("uint8", None), ("bfloat16", None), ("float32", None), ("float6
 def sample(shape, name):
     x = np.asarray(RNG.standard_normal(shape) * 100)
     if name == "complex128":
-        return np.asarray(x + 1j * np.sqrt(np.abs(x)))  # 0-d stays an array
+        return np.asarray(x + 1j * np.sqrt(np.abs(x)))
     if dt(name).kind in "iu":
         x = np.abs(x)
     return np.asarray(x).astype(dt(name))  # np.abs makes a 0-d array a scalar
@@ -214,7 +214,7 @@ def strided_views(draw):
     return shape, steps, pre, perm, src, dst
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(strided_views())
 def test_strided_views_match_numpy(case):
     shape, steps, pre, perm, src, dst = case
@@ -246,12 +246,14 @@ def test_large_transpose_threads_and_misaligned_output(src, dst):
     # An output over 8 MiB streams around the cache; it is split across threads.
     x = sample((1030, (8 << 20) // (1030 * dt(dst or src).itemsize) + 8), src)
     want = reference_cast(dense(x.T), dst or src)
-    for threads in (1, 0, 3):
+    pool = _core.Pool(2)
+    assert pool.threads == 2
+    for threads, shared in ((1, None), (0, None), (3, None), (1, pool)):
         for shift in (0, want.dtype.itemsize):
             buf = bytearray(want.nbytes + 64 + shift)
             start = (64 - np.frombuffer(buf, np.uint8).ctypes.data % 64) % 64 + shift
             out = memoryview(buf)[start:start + want.nbytes]
-            jp(x, dst, (1, 0), threads=threads, out=out)
+            jp(x, dst, (1, 0), threads=threads, out=out, pool=shared)
             assert bytes(out) == want.tobytes(), (threads, shift)
 
 
@@ -286,6 +288,8 @@ def test_bad_arguments():
         _core.permute_cast(buf, "float32", [3, 5], None, None, "float32")
     with pytest.raises(ValueError, match="outside the source buffer"):
         _core.permute_cast(buf, "float32", [3], [-1], None, "float32")
+    with pytest.raises(ValueError, match="outside the source buffer"):
+        _core.permute_cast(buf, "float32", [2], [2**62], None, "float32", offset=2**62)
     with pytest.raises(ValueError, match="unknown dtype"):
         _core.permute_cast(buf, "float33", [3], None, None, "float32")
     with pytest.raises(ValueError, match="bytes"):
