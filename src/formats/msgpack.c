@@ -64,8 +64,7 @@ typedef struct head {
 typedef struct parser {
     jp_index *ix;
     jp_err *err;
-    size_t path_len;
-    char path[JP_LIMIT_NAME + 1];
+    jp_name path;
 } parser;
 
 /* A decoded ndarray payload. */
@@ -85,7 +84,7 @@ static jp_code fail(parser *ps, jp_code code, uint64_t at, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return jp_err_set(ps->err, code, at, ps->path, "%s", msg);
+    return jp_err_set(ps->err, code, at, ps->path.s, "%s", msg);
 }
 
 static int64_t sign_extend(uint64_t v, int bits) {
@@ -249,20 +248,12 @@ static bool valid_utf8(const uint8_t *s, size_t n, bool nul_ok) {
 /* ---------------------------------------------------------------- paths */
 
 static jp_code push_component(parser *ps, const char *s, size_t n, uint64_t at) {
-    size_t sep = ps->path_len > 0;
-    if (n > JP_LIMIT_NAME - ps->path_len - sep)
+    if (!jp_name_push(&ps->path, '/', s, n))
         return fail(ps, JP_LIMIT, at, "a key path longer than %d bytes", JP_LIMIT_NAME);
-    if (sep) ps->path[ps->path_len++] = '/';
-    memcpy(ps->path + ps->path_len, s, n);
-    ps->path_len += n;
-    ps->path[ps->path_len] = '\0';
     return JP_OK;
 }
 
-static void pop_to(parser *ps, size_t len) {
-    ps->path_len = len;
-    ps->path[len] = '\0';
-}
+static void pop_to(parser *ps, size_t len) { jp_name_truncate(&ps->path, len); }
 
 static jp_code push_index(parser *ps, uint64_t i, uint64_t at) {
     char buf[24];
@@ -342,7 +333,7 @@ static char *quoted(jp_arena *a, const uint8_t *s, size_t n, bool bytes) {
 }
 
 static jp_code add_meta(parser *ps, const char *value, uint64_t at) {
-    if (!value || jp_index_add_meta(ps->ix, ps->path, value))
+    if (!value || jp_index_add_meta(ps->ix, ps->path.s, value))
         return fail(ps, JP_NO_MEMORY, at, "out of memory");
     return JP_OK;
 }
@@ -487,7 +478,7 @@ static jp_code add_tensor(parser *ps, const ndarr *a, const uint8_t *data, uint6
     jp_index *ix = ps->ix;
     if (ix->tensors.len >= JP_LIMIT_TENSORS)
         return fail(ps, JP_LIMIT, at, "more than %u arrays", (unsigned)JP_LIMIT_TENSORS);
-    jp_tensor *t = jp_index_new_tensor(ix, ps->path, ps->path_len);
+    jp_tensor *t = jp_index_new_tensor(ix, ps->path.s, ps->path.len);
     if (!t) return fail(ps, JP_NO_MEMORY, at, "out of memory");
     t->dtype = a->dtype;
     t->ndim = a->ndim;
@@ -495,7 +486,7 @@ static jp_code add_tensor(parser *ps, const ndarr *a, const uint8_t *data, uint6
     jp_tensor_default_strides(t);
     t->storage = ix->nstorages++;
     t->flags = flags;
-    return jp_index_place(ix, t, data, a->nbytes, at, 0, ps->path, ps->err);
+    return jp_index_place(ix, t, data, a->nbytes, at, 0, ps->path.s, ps->err);
 }
 
 /* ---------------------------------------------------------------- chunks */
@@ -606,7 +597,7 @@ static jp_code read_children(parser *ps, jp_cur *c, const head *h, int depth) {
         return fail(ps, JP_LIMIT, h->at, "maps and lists nested deeper than %d", JP_MSGPACK_MAX_DEPTH);
     if (h->n == 0 && depth > 0)
         return add_meta(ps, jp_arena_strdup(&ps->ix->arena, h->kind == K_MAP ? "{}" : "[]"), h->at);
-    size_t saved = ps->path_len;
+    size_t saved = ps->path.len;
     for (uint64_t i = 0; i < h->n; i++) {
         jp_code rc;
         if (h->kind == K_MAP) {
