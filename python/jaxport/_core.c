@@ -71,6 +71,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyModule_AddStringConstant(m, "version", JP_VERSION_STRING) < 0) goto fail;
     /* Each area of the extension adds its functions and types. */
     if (jp_py_init_index(m) < 0) goto fail;
+    if (jp_py_init_kernels(m) < 0) goto fail;
+    if (jp_py_init_pickle(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

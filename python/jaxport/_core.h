@@ -12,5 +12,7 @@ PyObject *jp_py_raise(const jp_err *err);
 
 /* One per file: add its functions and types to the module; -1 on error. */
 int jp_py_init_index(PyObject *m);
+int jp_py_init_kernels(PyObject *m);
+int jp_py_init_pickle(PyObject *m);
 
 #endif

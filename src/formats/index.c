@@ -181,7 +181,7 @@ static bool has_prefix(const uint8_t *d, size_t len, const char *magic, size_t n
     return len >= n && memcmp(d, magic, n) == 0;
 }
 
-static jp_code dispatch(jp_index *ix, const uint8_t *d, size_t len, jp_err *err) {
+jp_code jp_index_read_any(jp_index *ix, const uint8_t *d, size_t len, jp_err *err) {
     if (has_prefix(d, len, "PK\x03\x04", 4) || has_prefix(d, len, "PK\x05\x06", 4)) {
         ix->format = JP_FORMAT_TORCH_ZIP;
         return jp_read_torch_zip(ix, d, len, err);
@@ -190,6 +190,17 @@ static jp_code dispatch(jp_index *ix, const uint8_t *d, size_t len, jp_err *err)
     if (has_prefix(d, len, "\x80\x02\x8a\x0a", 4)) {
         ix->format = JP_FORMAT_TORCH_LEGACY;
         return jp_read_torch_legacy(ix, d, len, err);
+    }
+    /* A msgpack map (flax.serialization.to_bytes). 80, the empty map, is also
+     * pickle's PROTO, so alone it counts only as the whole file. */
+    if (len > 0 && ((d[0] >= 0x81 && d[0] <= 0x8f) || d[0] == 0xde || d[0] == 0xdf ||
+                    (d[0] == 0x80 && len == 1))) {
+        ix->format = JP_FORMAT_MSGPACK;
+        return jp_read_msgpack(ix, d, len, err);
+    }
+    if (has_prefix(d, len, "\x93NUMPY", 6) && jp_eqx_sniff(d, len)) {
+        ix->format = JP_FORMAT_EQX;
+        return jp_read_eqx(ix, d, len, err);
     }
     return jp_err_set(err, JP_FORMAT, 0, NULL,
                       "not a file jaxport reads (it starts with bytes %02x %02x %02x %02x)",
@@ -214,9 +225,14 @@ static jp_index *new_index(const char *name, const jp_open_opts *opts) {
     return ix;
 }
 
-static jp_code open_common(jp_index *ix, const uint8_t *d, size_t len, jp_index **out,
-                           jp_err *err) {
-    jp_code rc = dispatch(ix, d, len, err);
+/* `path` is NULL for memory. A *.json path is a shard index: the only
+ * format told from a name, since JSON has no magic bytes. */
+static jp_code open_common(jp_index *ix, const char *path, const uint8_t *d, size_t len,
+                           jp_index **out, jp_err *err) {
+    size_t plen = path ? strlen(path) : 0;
+    bool shards = plen >= 5 && strcmp(path + plen - 5, ".json") == 0;
+    jp_code rc = shards ? jp_read_sharded(ix, path, d, len, err) : jp_index_read_any(ix, d, len, err);
+    if (!rc && shards) ix->format = JP_FORMAT_SHARDED;
     if (!rc) rc = finish(ix, err);
     if (rc) {
         jp_err_prefix(err, ix->name);
@@ -240,7 +256,7 @@ jp_code jp_index_open(jp_index **out, const char *path, const jp_open_opts *opts
         jp_index_close(ix);
         return rc;
     }
-    return open_common(ix, d, len, out, err);
+    return open_common(ix, path, d, len, out, err);
 }
 
 jp_code jp_index_open_memory(jp_index **out, const void *data, size_t len, const char *name,
@@ -250,7 +266,7 @@ jp_code jp_index_open_memory(jp_index **out, const void *data, size_t len, const
     *out = NULL;
     jp_index *ix = new_index(name, opts);
     if (!ix) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-    return open_common(ix, data, len, out, err);
+    return open_common(ix, NULL, data, len, out, err);
 }
 
 void jp_index_close(jp_index *ix) {

@@ -5,6 +5,8 @@
 #ifndef JP_INDEX_IMPL_H
 #define JP_INDEX_IMPL_H
 
+#include <string.h>
+
 #include "../common/common.h"
 
 struct jp_index {
@@ -24,6 +26,30 @@ struct jp_index {
 /* Limits every reader shares; five input bytes must never ask for 4 GiB. */
 #define JP_LIMIT_TENSORS (1u << 22)        /* tensors in one index */
 #define JP_LIMIT_NAME 4096                 /* bytes in one tensor name */
+
+/* A tensor name built while walking a nested structure (dict keys joined by
+ * '.' for torch, '/' for msgpack), bounded by JP_LIMIT_NAME. */
+typedef struct jp_name {
+    char s[JP_LIMIT_NAME + 1];
+    size_t len;
+} jp_name;
+
+/* Append `sep` (unless the name is empty) and part[0..n); false when the
+ * name would grow past JP_LIMIT_NAME, leaving it unchanged. */
+static inline bool jp_name_push(jp_name *nm, char sep, const char *part, size_t n) {
+    size_t need = n + (nm->len ? 1 : 0);
+    if (need > JP_LIMIT_NAME - nm->len) return false;
+    if (nm->len) nm->s[nm->len++] = sep;
+    memcpy(nm->s + nm->len, part, n);
+    nm->len += n;
+    nm->s[nm->len] = '\0';
+    return true;
+}
+
+static inline void jp_name_truncate(jp_name *nm, size_t len) {
+    nm->len = len;
+    nm->s[len] = '\0';
+}
 
 jp_tensor *jp_index_new_tensor(jp_index *ix, const char *name, size_t name_len);
 jp_code jp_index_add_meta(jp_index *ix, const char *key, const char *value);
@@ -45,8 +71,17 @@ void jp_tensor_default_strides(jp_tensor *t);
 jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, size_t *len,
                           jp_err *err);
 
+/* Read one file's bytes with the reader they call for, into ix (shards). */
+jp_code jp_index_read_any(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+/* A Hugging Face *.index.json at `path`, its bytes data[0..len). */
+jp_code jp_read_sharded(jp_index *ix, const char *path, const uint8_t *data, size_t len, jp_err *err);
+
 /* Readers, one per format. `data`/`len` is the whole file. */
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_eqx(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+/* Whether an npy-looking file holds more than one record (Equinox). */
+bool jp_eqx_sniff(const uint8_t *data, size_t len);
 
 #endif /* JP_INDEX_IMPL_H */

@@ -51,7 +51,8 @@ struct jp_pv {
             size_t len;
         } str;             /* STR, BYTES, BIGINT */
         jp_pv_list seq;    /* TUPLE, LIST, SET */
-        jp_pv_dict dict;   /* DICT */
+        jp_pv_dict dict;   /* DICT: in insertion order; a key set twice
+                              appears twice and the last one counts */
         struct {
             const char *module, *name;
         } global;
@@ -90,6 +91,8 @@ typedef struct jp_pickle_opts {
 /* Limits, checked before allocating. */
 #define JP_PICKLE_MAX_STACK 65536     /* values on the stack and mark stack */
 #define JP_PICKLE_MAX_MEMO (1u << 22) /* memo entries */
+/* Values plus container entries: at most 65536 + 16 per input byte, and
+ * never more than this. */
 #define JP_PICKLE_MAX_VALUES (1u << 26)
 
 /* Run one pickle from data[0..len) up to and including its STOP opcode.

@@ -8,6 +8,8 @@
 /* Writers register here; each is a `const struct jp_sink_ops` in its file. */
 static const struct jp_sink_ops *const writers[] = {
     NULL, /* placeholder so the table is never empty */
+    &jp_sink_msgpack,
+    &jp_sink_eqx,
 };
 
 static const struct jp_sink_ops *find_writer(const char *path, jp_format format) {
@@ -25,9 +27,33 @@ static const struct jp_sink_ops *find_writer(const char *path, jp_format format)
     return NULL;
 }
 
-static void skip_empty(jp_sink *s) {
-    while (s->next < s->n && s->tensors[s->next].nbytes == 0) s->next++;
-    s->left = s->next < s->n ? s->tensors[s->next].nbytes : 0;
+/* Begin tensor s->next; one of no bytes is done at once, and so on until a
+ * tensor waits for its bytes or none are left. */
+static jp_code start_next(jp_sink *s, jp_err *err) {
+    jp_code rc;
+    for (; s->next < s->n; s->next++) {
+        if (s->ops->tensor_begin && (rc = s->ops->tensor_begin(s, err))) return rc;
+        s->left = s->tensors[s->next].nbytes;
+        if (s->left) return JP_OK;
+        if (s->ops->tensor_done && (rc = s->ops->tensor_done(s, err))) return rc;
+    }
+    return JP_OK;
+}
+
+/* A tensor's byte count must be its shape times its item size. */
+static jp_code check_tensor(const jp_sink_tensor *t, jp_err *err) {
+    if (!jp_dtype_size(t->dtype) || t->ndim < 0 || t->ndim > JP_MAX_DIMS)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name, "no dtype, or %d dimensions",
+                          (int)t->ndim);
+    uint64_t want = jp_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] < 0 || jp_mul_overflow(want, (uint64_t)t->shape[d], &want))
+            return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name, "a negative or overflowing shape");
+    if (want != t->nbytes)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, t->name,
+                          "%llu bytes announced; the shape and dtype need %llu",
+                          (unsigned long long)t->nbytes, (unsigned long long)want);
+    return JP_OK;
 }
 
 void jp_sink_abort(jp_sink *s) {
@@ -60,6 +86,11 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
         return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
+        jp_code rc = check_tensor(&tensors[i], err);
+        if (rc) {
+            jp_sink_abort(s);
+            return rc;
+        }
         s->tensors[i] = tensors[i];
         s->tensors[i].name = jp_arena_strdup(&s->arena, tensors[i].name);
         if (!s->tensors[i].name) {
@@ -69,11 +100,11 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
     }
     jp_code rc = jp_outfile_open(&s->out, path, err);
     if (!rc) rc = ops->begin(s, err);
+    if (!rc) rc = start_next(s, err);
     if (rc) {
         jp_sink_abort(s);
         return rc;
     }
-    skip_empty(s);
     *out = s;
     return JP_OK;
 }
@@ -91,7 +122,7 @@ jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err
     if (s->left == 0) {
         if (s->ops->tensor_done && (rc = s->ops->tensor_done(s, err))) return rc;
         s->next++;
-        skip_empty(s);
+        if ((rc = start_next(s, err))) return rc;
     }
     return JP_OK;
 }

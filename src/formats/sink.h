@@ -19,6 +19,7 @@ typedef struct jp_sink_opts {
     const jp_meta *meta;     /* safetensors __metadata__; may be NULL */
     size_t nmeta;
     uint64_t shard_bytes;    /* safetensors: split into shards above this size; 0 = one file */
+    uint64_t chunk_bytes;    /* msgpack: chunk arrays above this size, as flax does; 0 = 2**30 */
 } jp_sink_opts;
 
 typedef struct jp_sink jp_sink;
@@ -52,12 +53,20 @@ struct jp_sink_ops {
     jp_format format;
     /* After the list is known and s->out is open: write headers. */
     jp_code (*begin)(jp_sink *s, jp_err *err);
+    /* Before the first bytes of tensor s->next, in order, also for a tensor of
+     * no bytes (per-tensor headers). May be NULL. */
+    jp_code (*tensor_begin)(jp_sink *s, jp_err *err);
     /* Bytes of tensor s->next (sink.c checks order and sizes first). */
     jp_code (*write)(jp_sink *s, const void *data, size_t len, jp_err *err);
-    /* Called when tensor s->next has all its bytes. May be NULL. */
+    /* Called when tensor s->next has all its bytes (at once after tensor_begin
+     * for a tensor of no bytes). May be NULL. */
     jp_code (*tensor_done)(jp_sink *s, jp_err *err);
     /* After the last tensor, before s->out is committed: trailers. May be NULL. */
     jp_code (*finish)(jp_sink *s, jp_err *err);
 };
+
+/* The writers, each in its format's file. */
+extern const struct jp_sink_ops jp_sink_msgpack;
+extern const struct jp_sink_ops jp_sink_eqx;
 
 #endif /* JP_SINK_H */

@@ -181,8 +181,7 @@ typedef struct tctx {
     jp_pickle_verdict unsafe_verdict;
     bool oom;
     /* the walk */
-    char path[JP_LIMIT_NAME + 1];
-    size_t plen;
+    jp_name path;
     uint64_t visits;
 } tctx;
 
@@ -471,20 +470,14 @@ static void repr(sbuf *b, const jp_pv *v, int depth) {
 /* ---------------------------------------------------------------- names */
 
 static jp_code path_push(tctx *c, const jp_pv *at, const char *part, size_t n, size_t *saved) {
-    *saved = c->plen;
-    size_t need = n + (c->plen ? 1 : 0);
-    if (need > JP_LIMIT_NAME - c->plen)
+    *saved = c->path.len;
+    if (!jp_name_push(&c->path, '.', part, n))
         return fail(c, JP_LIMIT, at, "a name grows past %d bytes", JP_LIMIT_NAME);
-    if (c->plen) c->path[c->plen++] = '.';
-    memcpy(c->path + c->plen, part, n);
-    c->plen += n;
-    c->path[c->plen] = '\0';
     return JP_OK;
 }
 
 static void path_pop(tctx *c, size_t saved) {
-    c->plen = saved;
-    c->path[saved] = '\0';
+    jp_name_truncate(&c->path, saved);
 }
 
 /* A dict key as a path part: strings as they are, ints in decimal, anything
@@ -510,7 +503,7 @@ static jp_code add_meta(tctx *c, const jp_pv *v) {
     tmp[0] = '\0';
     repr(&b, v, 0);
     if (b.full) memcpy(tmp + b.len, "...", 4);
-    return jp_index_add_meta(c->ix, c->path, tmp) ? oom(c) : JP_OK;
+    return jp_index_add_meta(c->ix, c->path.s, tmp) ? oom(c) : JP_OK;
 }
 
 /* ---------------------------------------------------------------- storages */
@@ -695,7 +688,7 @@ static jp_code add_tensor(tctx *c, const jp_pv *fn, const jp_pv *args, const jp_
     storage *s;
     jp_code rc = declare_storage(c, pid, &s);
     if (rc) return rc;
-    jp_tensor *t = jp_index_new_tensor(c->ix, c->path, c->plen);
+    jp_tensor *t = jp_index_new_tensor(c->ix, c->path.s, c->path.len);
     if (!t) return c->ix->tensors.len >= JP_LIMIT_TENSORS
                        ? fail(c, JP_LIMIT, call, "more than %u tensors", JP_LIMIT_TENSORS)
                        : oom(c);
@@ -704,7 +697,7 @@ static jp_code add_tensor(tctx *c, const jp_pv *fn, const jp_pv *args, const jp_
         t->dtype = dtype_of_global(seq_at(args, 6));
         if (t->dtype == JP_DTYPE_INVALID)
             return fail(c, JP_DTYPE, seq_at(args, 6), "tensor %s has a dtype jaxport does not read",
-                        c->path);
+                        c->path.s);
     }
     int32_t nstride = 0;
     rc = int_tuple(c, seq_at(args, 2), t->shape, &t->ndim, "size");
@@ -712,14 +705,14 @@ static jp_code add_tensor(tctx *c, const jp_pv *fn, const jp_pv *args, const jp_
     if (rc) return rc;
     if (nstride != t->ndim)
         return fail(c, JP_CORRUPT, seq_at(args, 3), "tensor %s has %d sizes but %d strides",
-                    c->path, (int)t->ndim, (int)nstride);
+                    c->path.s, (int)t->ndim, (int)nstride);
     rc = use_storage(c, s, pid);
     if (rc) return rc;
     t->storage = s->index;
     if (s->owned) t->flags |= JP_TENSOR_OWNED;
     uint64_t byte_off;
     if (jp_mul_overflow((uint64_t)off->u.i, jp_dtype_size(t->dtype), &byte_off))
-        return fail(c, JP_LIMIT, off, "tensor %s's storage offset overflows", c->path);
+        return fail(c, JP_LIMIT, off, "tensor %s's storage offset overflows", c->path.s);
     const char *member = s->member ? s->member : c->pkl_member;
     return jp_index_place(c->ix, t, s->data, s->len, s->file_offset, byte_off, member, c->err);
 }
@@ -752,7 +745,7 @@ static jp_code rebuild(tctx *c, const jp_pv *fn, const jp_pv *args, const jp_pv 
         return rebuild(c, func, inner, call, depth + 1);
     }
     return fail(c, JP_UNSUPPORTED, call, "%s: tensors rebuilt by torch._utils.%s (quantized, "
-                "sparse, nested or meta) are not read", c->path, name);
+                "sparse, nested or meta) are not read", c->path.s, name);
 }
 
 /* ---------------------------------------------------------------- the walk */
@@ -875,7 +868,7 @@ static jp_code walk_object(tctx *c, const jp_pv *v, int depth) {
 static jp_code walk(tctx *c, const jp_pv *v, int depth) {
     if (depth > MAX_DEPTH)
         return fail(c, JP_LIMIT, v, "values nested deeper than %d (or a cycle) at %s", MAX_DEPTH,
-                    c->plen ? c->path : "the top");
+                    c->path.len ? c->path.s : "the top");
     if (++c->visits > MAX_VISITS)
         return fail(c, JP_LIMIT, v, "more than %u values to walk: shared subtrees repeat too "
                     "often", MAX_VISITS);
@@ -902,8 +895,7 @@ static jp_code walk(tctx *c, const jp_pv *v, int depth) {
 }
 
 static jp_code walk_root(tctx *c, const jp_pv *root) {
-    c->plen = 0;
-    c->path[0] = '\0';
+    jp_name_truncate(&c->path, 0);
     return walk(c, root, 0);
 }
 

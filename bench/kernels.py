@@ -1,0 +1,90 @@
+"""Layout and dtype kernels against memcpy and numpy, on the same buffers.
+
+    PYTHONPATH=build/python python bench/kernels.py [--quick] [--repeat N]
+
+For each shape (Linear weights (out, in) -> (in, out), and a conv kernel
+(O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
+times, best of N runs on the same source and destination buffers:
+  memcpy  numpy.copyto between contiguous f32 buffers of the source's size
+          (one thread, glibc memcpy)
+  numpy   a.transpose(perm).copy(), or .astype(bfloat16, order="C") (one thread)
+  jp 1T   jaxport._core.permute_cast on the calling thread
+  jp nT   the same with a Pool of one thread per core (started once)
+GB/s counts bytes read plus bytes written. The ratios: jp 1T / memcpy, jp nT
+per core / memcpy, and the faster jp over numpy.
+"""
+
+import argparse
+import os
+import time
+
+import ml_dtypes
+import numpy as np
+
+from jaxport import _core
+
+SHAPES = [
+    ("4096x4096", (4096, 4096), (1, 0)),
+    ("4096x14336", (4096, 14336), (1, 0)),
+    ("14336x4096", (14336, 4096), (1, 0)),
+    ("conv 64x64x7x7", (64, 64, 7, 7), (2, 3, 1, 0)),
+]
+QUICK = [
+    ("1024x1024", (1024, 1024), (1, 0)),
+    ("1024x3584", (1024, 3584), (1, 0)),
+    ("conv 64x64x7x7", (64, 64, 7, 7), (2, 3, 1, 0)),
+]
+
+
+def best(fn, repeat):
+    fn()  # warm up: page faults, caches
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    pool = _core.Pool(0)
+    cores = pool.threads
+    rng = np.random.default_rng(0)
+    print(f"{cores} threads in the pool ({os.cpu_count()} cores); "
+          f"GB/s = (bytes read + bytes written) / best of {args.repeat}")
+    head = (f"{'shape':15} {'cast':8} {'memcpy':>7} {'numpy':>7} {'jp 1T':>7} {'jp nT':>7}"
+            f"  {'1T/memcpy':>9} {'nT/core/memcpy':>14} {'jp/numpy':>8}")
+    print(head)
+    print("-" * len(head))
+    for name, shape, perm in QUICK if args.quick else SHAPES:
+        src = rng.standard_normal(shape, dtype=np.float32)
+        copy_dst = np.empty_like(src)
+        out_shape = tuple(shape[p] for p in perm)
+        for cast, dt in (("f32", np.dtype(np.float32)), ("f32>bf16", np.dtype(ml_dtypes.bfloat16))):
+            dst = np.empty(out_shape, dt)
+            moved = src.nbytes + dst.nbytes
+
+            def run(**kw):
+                _core.permute_cast(src, "float32", shape, None, perm, dt.name, out=dst, **kw)
+
+            t_copy = best(lambda: np.copyto(copy_dst, src), args.repeat)
+            if cast == "f32":
+                t_np = best(lambda: src.transpose(perm).copy(), args.repeat)
+            else:
+                t_np = best(lambda: src.transpose(perm).astype(dt, order="C"), args.repeat)
+            t1 = best(lambda: run(threads=1), args.repeat)
+            tn = best(lambda: run(pool=pool), args.repeat)
+            want = src.transpose(perm).astype(dt, order="C")
+            assert dst.tobytes() == want.tobytes(), f"{name} {cast}: wrong result"
+            mem = 2 * src.nbytes / t_copy / 1e9
+            gb = [moved / t / 1e9 for t in (t_np, t1, tn)]
+            print(f"{name:15} {cast:8} {mem:7.2f} {gb[0]:7.2f} {gb[1]:7.2f} {gb[2]:7.2f}"
+                  f"  {gb[1] / mem:9.2f} {gb[2] / cores / mem:14.2f} {t_np / min(t1, tn):8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+/* Strided permute + cast: every element of a strided source is read once,
+ * cast, and written once to its place in the destination.
+ *
+ * The axes are put in destination order, size-1 axes dropped, and
+ * neighbours that are contiguous in both source and destination merged: a
+ * contiguous copy becomes one run (a memcpy), a Linear weight a 2-d transpose,
+ * an (O,I,kh,kw) -> (kh,kw,I,O) conv kernel a transpose of the (kh*kw) x O
+ * plane for each I. Then one of three walks:
+ *   rows    the innermost axis is contiguous in both: cast runs of it;
+ *   tiles   another axis is contiguous in the source: transpose blocks of
+ *           that plane (SIMD), casting through a block-sized scratch;
+ *   gather  neither: gather strided runs, cast, scatter.
+ * The work is cut into items (a run chunk or a block, each with its own
+ * destination bytes) and items into tasks for the pool, so the output is the
+ * same whatever the thread count. */
+#include "kernels.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cast.h"
+#include "transpose.h"
+
+#define RUN 256                   /* elements per gather pass */
+#define SUB 32                    /* rows of a block made in scratch at a time */
+#define ROW_BYTES 256             /* most destination bytes per row of a block */
+#define TILE_BYTES (256 * 1024)   /* source bytes per block, about */
+#define STREAM_MIN (8u << 20)     /* destinations this large bypass the cache */
+#define CHUNK_BYTES (256 * 1024)  /* source + destination bytes per run chunk */
+#define TASK_BYTES (512 * 1024)   /* bytes moved per pool task, about */
+#define PARALLEL_MIN (1u << 20)   /* tensors moving fewer bytes stay on one thread */
+
+typedef enum { WALK_ROWS, WALK_TILES, WALK_GATHER } walk;
+
+/* The problem after normalisation: nd axes in destination order, strides in
+ * bytes; the innermost is nd - 1. */
+typedef struct plan {
+    int nd;
+    int64_t n[JP_MAX_DIMS], ss[JP_MAX_DIMS], ds[JP_MAX_DIMS];
+    const unsigned char *src;
+    unsigned char *dst;
+    jp_cast cast;
+    walk walk;
+    int a;              /* tiles: the axis contiguous in the source */
+    int64_t ba, bi;     /* elements per block (tiles) or chunk along a and the inner axis */
+    int64_t nba, nbi;   /* blocks or chunks along a and the inner axis */
+    uint64_t items;
+    jp_transpose_fn tr; /* tiles: the block transpose, in the size it moves */
+    jp_lines_fn lines;  /* tiles without a cast (or fused): whole destination lines */
+    bool fused;         /* tr casts as it goes (float32 -> bfloat16) */
+    bool cast_first;    /* tiles with a narrowing cast: cast source runs, then transpose */
+    bool stream;        /* tiles: write whole lines around the cache */
+    int64_t shift;      /* tiles: elements before the first 64-byte boundary of a row */
+} plan;
+
+/* Casts the run of n elements at s (source stride ss bytes) to d (stride ds);
+ * false when a value does not fit. */
+static bool run_cast(const plan *p, unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss,
+                     int64_t n) {
+    const jp_cast *c = &p->cast;
+    int64_t ssz = (int64_t)c->src_size, dsz = (int64_t)c->dst_size;
+    if (ss == ssz && ds == dsz) return jp_cast_run(c, d, s, (size_t)n) == (size_t)n;
+    _Alignas(64) unsigned char in[RUN * 16], out[RUN * 16];
+    for (int64_t done = 0; done < n;) {
+        int64_t k = n - done < RUN ? n - done : RUN;
+        for (int64_t i = 0; i < k; i++) memcpy(in + i * ssz, s + (done + i) * ss, (size_t)ssz);
+        if (jp_cast_run(c, out, in, (size_t)k) != (size_t)k) return false;
+        for (int64_t i = 0; i < k; i++) memcpy(d + (done + i) * ds, out + i * dsz, (size_t)dsz);
+        done += k;
+    }
+    return true;
+}
+
+/* One block of the tiles walk: ra rows along a by ci columns along the
+ * inner axis (at most ROW_BYTES of destination), at s and d. With a cast,
+ * each group of SUB rows is made in scratch (transposed and cast), then
+ * written out a row at a time. */
+static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64_t ra, int64_t ci) {
+    const jp_cast *c = &p->cast;
+    int64_t ssz = (int64_t)c->src_size, dsz = (int64_t)c->dst_size, ds = p->ds[p->a],
+            ss = p->ss[p->nd - 1];
+    if (c->copy || p->fused) {
+        /* Straight to the destination: aligned whole lines of a streamed
+         * destination by the line kernel, the rest by the block transpose. */
+        if (p->lines && p->stream && ci * dsz == 64 && ((uintptr_t)d & 63) == 0 && ds % 64 == 0) {
+            p->lines(d, ds, s, ss, (int)ra);
+        } else {
+            p->tr(d, ds, s, ss, (int)ra, (int)ci);
+        }
+        return true;
+    }
+    _Alignas(64) unsigned char out[SUB * ROW_BYTES], mid[SUB * ROW_BYTES]; /* mid: the other dtype, same count */
+    for (int64_t r0 = 0; r0 < ra; r0 += SUB) {
+        int64_t rn = ra - r0 < SUB ? ra - r0 : SUB;
+        const unsigned char *sr = s + r0 * ssz;
+        if (p->cast_first) {
+            for (int64_t k = 0; k < ci; k++)
+                if (jp_cast_run(c, mid + k * rn * dsz, sr + k * ss, (size_t)rn) != (size_t)rn)
+                    return false;
+            p->tr(out, ROW_BYTES, mid, rn * dsz, (int)rn, (int)ci);
+        } else {
+            p->tr(mid, ci * ssz, sr, ss, (int)rn, (int)ci);
+            for (int64_t r = 0; r < rn; r++)
+                if (jp_cast_run(c, out + r * ROW_BYTES, mid + r * ci * ssz, (size_t)ci) != (size_t)ci)
+                    return false;
+        }
+        jp_put_rows(d + r0 * ds, ds, out, ROW_BYTES, (int)rn, (size_t)(ci * dsz), p->stream);
+    }
+    return true;
+}
+
+/* Item number `item`: its place on every axis, then its block or run. */
+static bool item(const plan *p, uint64_t it) {
+    int inner = p->nd - 1;
+    int64_t ki = (int64_t)(it % (uint64_t)p->nbi);
+    it /= (uint64_t)p->nbi;
+    int64_t ka = (int64_t)(it % (uint64_t)p->nba);
+    it /= (uint64_t)p->nba;
+    int64_t so = 0, dof = 0;
+    for (int x = inner - 1; x >= 0; x--) {
+        if (p->walk == WALK_TILES && x == p->a) continue;
+        int64_t k = (int64_t)(it % (uint64_t)p->n[x]);
+        it /= (uint64_t)p->n[x];
+        so += k * p->ss[x];
+        dof += k * p->ds[x];
+    }
+    int64_t first = p->shift ? p->shift : p->bi, i0 = ki ? first + (ki - 1) * p->bi : 0;
+    int64_t ci = ki ? p->bi : first;
+    if (ci > p->n[inner] - i0) ci = p->n[inner] - i0;
+    so += i0 * p->ss[inner];
+    dof += i0 * p->ds[inner];
+    if (p->walk != WALK_TILES)
+        return run_cast(p, p->dst + dof, p->ds[inner], p->src + so, p->ss[inner], ci);
+    int64_t a0 = ka * p->ba, ra = p->n[p->a] - a0 < p->ba ? p->n[p->a] - a0 : p->ba;
+    return block(p, p->dst + dof + a0 * p->ds[p->a], p->src + so + a0 * p->ss[p->a], ra, ci);
+}
+
+typedef struct job {
+    const plan *p;
+    uint64_t per; /* items per task */
+    atomic_bool failed;
+} job;
+
+static void task(void *ctx, size_t t, int worker) {
+    (void)worker;
+    job *j = ctx;
+    uint64_t lo = (uint64_t)t * j->per, hi = lo + j->per < j->p->items ? lo + j->per : j->p->items;
+    for (uint64_t it = lo; it < hi; it++)
+        if (!item(j->p, it)) {
+            atomic_store(&j->failed, true);
+            break;
+        }
+    if (j->p->stream) jp_stream_fence();
+}
+
+/* Chooses the walk and its blocks. */
+static void choose_walk(plan *p, uint64_t numel) {
+    int inner = p->nd - 1;
+    int64_t ssz = (int64_t)p->cast.src_size, dsz = (int64_t)p->cast.dst_size;
+    p->walk = WALK_GATHER;
+    p->stream = false;
+    if (p->ds[inner] == dsz && p->ss[inner] == ssz) p->walk = WALK_ROWS;
+    for (int x = 0; x < inner && p->walk == WALK_GATHER && p->ds[inner] == dsz; x++)
+        if (p->ss[x] == ssz) {
+            p->a = x;
+            p->walk = WALK_TILES;
+        }
+    p->nba = 1;
+    p->ba = 1;
+    if (p->walk != WALK_TILES) {
+        p->bi = CHUNK_BYTES / (ssz + dsz);
+    } else {
+        /* A streamed block is one destination line wide (so 16 source
+         * rows for float32, which the prefetchers follow) and long enough
+         * along a to read about TILE_BYTES in long runs; a cached one is
+         * four lines wide, for fewer and longer calls. */
+        p->stream = numel * (uint64_t)dsz >= STREAM_MIN;
+        p->bi = (p->stream ? 64 : ROW_BYTES) / dsz;
+        p->ba = TILE_BYTES / (p->bi * ssz);
+        p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
+        p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16 &&
+                   jp_transpose_f32_bf16() != NULL;
+        p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;
+        p->lines = p->fused ? jp_lines_f32_bf16() : p->cast.copy ? jp_lines_for((size_t)dsz) : NULL;
+        p->tr = p->fused ? jp_transpose_f32_bf16()
+                         : jp_transpose_for((size_t)(p->cast_first || p->cast.copy ? dsz : ssz));
+    }
+    /* A streamed destination's blocks along the inner axis start on its
+     * 64-byte lines, when every row starts at the same place in a line. */
+    uintptr_t mis = (uintptr_t)p->dst & 63;
+    bool rows_agree = mis % (uintptr_t)dsz == 0;
+    for (int x = 0; x < inner; x++) rows_agree = rows_agree && p->ds[x] % 64 == 0;
+    p->shift = p->stream && rows_agree && mis ? (int64_t)(64 - mis) / dsz : 0;
+    if (p->shift >= p->n[inner]) p->shift = 0;
+    p->nbi = (p->shift > 0) + (p->n[inner] - p->shift + p->bi - 1) / p->bi;
+    p->items = (uint64_t)p->nba * (uint64_t)p->nbi;
+    for (int x = 0; x < inner; x++)
+        if (!(p->walk == WALK_TILES && x == p->a)) p->items *= (uint64_t)p->n[x];
+}
+
+/* Finds the first element, in the source's row-major order, that does not
+ * fit, and says which and why. */
+static jp_code range_error(const jp_cast *c, const unsigned char *src, int ndim,
+                           const int64_t *shape, const int64_t *src_strides, jp_err *err) {
+    int64_t idx[JP_MAX_DIMS] = {0};
+    unsigned char out[16];
+    for (;;) {
+        const unsigned char *s = src;
+        for (int a = 0; a < ndim; a++) s += idx[a] * src_strides[a] * (int64_t)c->src_size;
+        if (jp_cast_run(c, out, s, 1) != 1) {
+            char where[JP_MAX_DIMS * 22 + 3], value[48];
+            size_t w = 0;
+            where[w++] = '[';
+            for (int a = 0; a < ndim; a++)
+                w += (size_t)snprintf(where + w, sizeof where - w, a ? ", %lld" : "%lld",
+                                      (long long)idx[a]);
+            snprintf(where + w, sizeof where - w, "]");
+            jp_cast_format(c->src, s, value, sizeof value);
+            const char *range = jp_cast_range_text(c->dst);
+            return jp_err_set(err, JP_RANGE, JP_NO_OFFSET, NULL,
+                              "element %s is %s, which %s cannot hold%s%s%s", where, value,
+                              jp_dtype_numpy_name(c->dst), *range ? " (" : "", range,
+                              *range ? ")" : "");
+        }
+        int a = ndim - 1;
+        for (; a >= 0; a--) {
+            if (++idx[a] < shape[a]) break;
+            idx[a] = 0;
+        }
+        if (a < 0) break;
+    }
+    /* The walk saw a failure, so the scan finds it; reaching here is a bug. */
+    return jp_err_set(err, JP_RANGE, JP_NO_OFFSET, NULL, "a value does not fit %s",
+                      jp_dtype_numpy_name(c->dst));
+}
+
+jp_code jp_permute_cast_strided(void *dst, jp_dtype dst_dt, const int64_t *dst_strides,
+                                const void *src, jp_dtype src_dt, int ndim, const int64_t *shape,
+                                const int64_t *src_strides, const int *perm, jp_pool *pool,
+                                jp_err *err) {
+    plan p;
+    memset(&p, 0, sizeof p);
+    jp_code rc = jp_cast_plan(&p.cast, dst_dt, src_dt, err);
+    if (rc) return rc;
+    if (ndim < 0 || ndim > JP_MAX_DIMS)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "%d dimensions (at most %d)", ndim,
+                          JP_MAX_DIMS);
+    bool seen[JP_MAX_DIMS] = {false};
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "dimension %d has size %lld", d,
+                              (long long)shape[d]);
+        int a = perm ? perm[d] : d;
+        if (a < 0 || a >= ndim || seen[a])
+            return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL,
+                              "perm is not a permutation of 0..%d", ndim - 1);
+        seen[a] = true;
+    }
+    /* Element strides of both sides, the defaults being dense row-major. */
+    int64_t sst[JP_MAX_DIMS], dst_st[JP_MAX_DIMS];
+    uint64_t numel = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        sst[d] = src_strides ? src_strides[d] : (int64_t)numel;
+        if (jp_mul_overflow(numel, (uint64_t)shape[d], &numel) || numel > (uint64_t)INT64_MAX / 16)
+            return jp_err_set(err, JP_LIMIT, JP_NO_OFFSET, NULL, "the element count overflows");
+    }
+    numel = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        dst_st[d] = dst_strides ? dst_strides[d] : (int64_t)numel;
+        numel *= (uint64_t)shape[perm ? perm[d] : d];
+    }
+    if (numel == 0) return JP_OK;
+    /* Destination order, bytes, size-1 axes dropped, mergeable neighbours merged. */
+    int64_t ssz = (int64_t)p.cast.src_size, dsz = (int64_t)p.cast.dst_size;
+    for (int d = 0; d < ndim; d++) {
+        int a = perm ? perm[d] : d;
+        int64_t n = shape[a], ss = sst[a] * ssz, ds = dst_st[d] * dsz;
+        if (n == 1) continue;
+        if (p.nd > 0 && p.ss[p.nd - 1] == ss * n && p.ds[p.nd - 1] == ds * n) {
+            p.n[p.nd - 1] *= n;
+            p.ss[p.nd - 1] = ss;
+            p.ds[p.nd - 1] = ds;
+            continue;
+        }
+        p.n[p.nd] = n;
+        p.ss[p.nd] = ss;
+        p.ds[p.nd] = ds;
+        p.nd++;
+    }
+    if (p.nd == 0) { /* one element */
+        p.n[0] = 1;
+        p.ss[0] = ssz;
+        p.ds[0] = dsz;
+        p.nd = 1;
+    }
+    p.src = src;
+    p.dst = dst;
+    choose_walk(&p, numel);
+    job j = {.p = &p, .per = p.items};
+    atomic_init(&j.failed, false);
+    uint64_t bytes = numel * (uint64_t)(ssz + dsz);
+    size_t ntasks = 1;
+    if (jp_pool_threads(pool) > 1 && bytes >= PARALLEL_MIN) {
+        uint64_t want = bytes / TASK_BYTES, least = 4 * (uint64_t)jp_pool_threads(pool);
+        want = want < least ? least : want;
+        j.per = (p.items + want - 1) / want;
+        ntasks = (size_t)((p.items + j.per - 1) / j.per);
+    }
+    jp_pool_for(pool, ntasks, task, &j);
+    if (!atomic_load(&j.failed)) return JP_OK;
+    return range_error(&p.cast, src, ndim, shape, sst, err);
+}
+
+jp_code jp_permute_cast(void *dst, jp_dtype dst_dt, const void *src, jp_dtype src_dt, int ndim,
+                        const int64_t *shape, const int64_t *src_strides, const int *perm,
+                        jp_err *err) {
+    return jp_permute_cast_strided(dst, dst_dt, NULL, src, src_dt, ndim, shape, src_strides, perm,
+                                   NULL, err);
+}

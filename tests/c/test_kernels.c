@@ -1,0 +1,218 @@
+/* Tests for src/kernels and the thread pool: small exact cases, the errors,
+ * views (slice, split, reshape, concat) and output that does not depend on
+ * the thread count. The Python tests compare with numpy at scale. */
+#include <stdlib.h>
+
+#include "check.h"
+#include "kernels/kernels.h"
+
+static uint16_t bf16_bits(float f) {
+    uint16_t out;
+    jp_permute_cast(&out, JP_BF16, &f, JP_F32, 0, NULL, NULL, NULL, NULL);
+    return out;
+}
+
+static void test_transpose_small(void) {
+    const int32_t src[6] = {1, 2, 3, 4, 5, 6}; /* 2 x 3 */
+    int32_t dst[6] = {0};
+    const int64_t shape[2] = {2, 3};
+    const int perm[2] = {1, 0};
+    CHECK_EQ_U64(jp_permute_cast(dst, JP_I32, src, JP_I32, 2, shape, NULL, perm, NULL), JP_OK);
+    const int32_t want[6] = {1, 4, 2, 5, 3, 6};
+    CHECK(memcmp(dst, want, sizeof want) == 0);
+
+    /* A strided source: every other column of a 2 x 4 int64, as int16. */
+    const int64_t wide[8] = {10, 11, 12, 13, 20, 21, 22, 23};
+    const int64_t sshape[2] = {2, 2}, sstrides[2] = {4, 2};
+    int16_t narrow[4] = {0};
+    CHECK_EQ_U64(jp_permute_cast(narrow, JP_I16, wide, JP_I64, 2, sshape, sstrides, perm, NULL),
+                 JP_OK);
+    CHECK(narrow[0] == 10 && narrow[1] == 20 && narrow[2] == 12 && narrow[3] == 22);
+
+    /* The conv permutation (O,I,kh,kw) -> (kh,kw,I,O) on 2x3x2x2, element by element. */
+    float w[24], hwio[24];
+    for (int i = 0; i < 24; i++) w[i] = (float)i;
+    const int64_t oihw[4] = {2, 3, 2, 2};
+    const int to_hwio[4] = {2, 3, 1, 0};
+    CHECK_EQ_U64(jp_permute_cast(hwio, JP_F32, w, JP_F32, 4, oihw, NULL, to_hwio, NULL), JP_OK);
+    int bad = 0;
+    for (int o = 0; o < 2; o++)
+        for (int i = 0; i < 3; i++)
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 2; k++)
+                    bad += hwio[((h * 2 + k) * 3 + i) * 2 + o] != w[((o * 3 + i) * 2 + h) * 2 + k];
+    CHECK_EQ_U64(bad, 0);
+}
+
+static void test_casts(void) {
+    CHECK_EQ_U64(bf16_bits(1.0f), 0x3f80);
+    CHECK_EQ_U64(bf16_bits(-2.5f), 0xc020);
+    CHECK_EQ_U64(bf16_bits(1.0f + 1.0f / 256), 0x3f80); /* a tie goes to even */
+    const uint8_t e4m3[4] = {0x38, 0x7e, 0x7f, 0x01}; /* 1, 448, NaN, 2^-9 */
+    float f[4];
+    const int64_t four[1] = {4};
+    CHECK_EQ_U64(jp_permute_cast(f, JP_F32, e4m3, JP_F8_E4M3FN, 1, four, NULL, NULL, NULL), JP_OK);
+    CHECK(f[0] == 1.0f && f[1] == 448.0f && f[2] != f[2] && f[3] == 1.0f / 512);
+    const double d[2] = {65504.0, 65520.0};
+    uint16_t h[2];
+    const int64_t two[1] = {2};
+    CHECK_EQ_U64(jp_permute_cast(h, JP_F16, d, JP_F64, 1, two, NULL, NULL, NULL), JP_OK);
+    CHECK(h[0] == 0x7bff && h[1] == 0x7c00);
+    const int64_t c64[2] = {0, 0};
+    CHECK_EQ_U64(jp_permute_cast(h, JP_BOOL, c64, JP_I64, 1, two, NULL, NULL, NULL), JP_OK);
+}
+
+static void test_errors(void) {
+    jp_err err;
+    const int16_t vals[4] = {1, -2, 300, 4}; /* 2 x 2 */
+    int8_t out[4];
+    const int64_t shape[2] = {2, 2};
+    const int perm[2] = {1, 0};
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I8, vals, JP_I16, 2, shape, NULL, perm, &err), JP_RANGE);
+    CHECK_STR(err.msg, "element [1, 0] is 300, which int8 cannot hold (-128 to 127)");
+    CHECK_EQ_U64(jp_permute_cast(out, JP_U8, vals, JP_I16, 2, shape, NULL, NULL, &err), JP_RANGE);
+    CHECK_STR(err.msg, "element [0, 1] is -2, which uint8 cannot hold (0 to 255)");
+    const float nan[1] = {__builtin_nanf("")};
+    const int64_t one[1] = {1};
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I8, nan, JP_F32, 1, one, NULL, NULL, &err), JP_RANGE);
+    CHECK_STR(err.msg, "element [0] is nan, which int8 cannot hold (-128 to 127)");
+    CHECK_EQ_U64(jp_permute_cast(out, JP_F32, vals, JP_C64, 1, one, NULL, NULL, &err), JP_DTYPE);
+    CHECK_STR(err.msg, "cannot cast complex64 to float32");
+    const int twice[2] = {0, 0};
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I16, vals, JP_I16, 2, shape, NULL, twice, &err),
+                 JP_ARGUMENT);
+    const int64_t negative[1] = {-1};
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I16, vals, JP_I16, 1, negative, NULL, NULL, &err),
+                 JP_ARGUMENT);
+    const int64_t huge[2] = {INT64_MAX / 2, 4};
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I16, vals, JP_I16, 2, huge, NULL, NULL, &err), JP_LIMIT);
+    CHECK_EQ_U64(jp_permute_cast(out, JP_I16, vals, JP_I16, JP_MAX_DIMS + 1, shape, NULL, NULL,
+                                 &err),
+                 JP_ARGUMENT);
+    /* Zero elements: nothing is read or written, even through NULL. */
+    const int64_t empty[2] = {3, 0};
+    CHECK_EQ_U64(jp_permute_cast(NULL, JP_BF16, NULL, JP_F32, 2, empty, NULL, perm, &err), JP_OK);
+}
+
+static void test_extent(void) {
+    uint64_t n;
+    int64_t lo, hi;
+    const int64_t shape[3] = {2, 3, 4}, strides[3] = {12, -4, 1};
+    CHECK_EQ_U64(jp_strided_extent(3, shape, strides, &n, &lo, &hi, NULL), JP_OK);
+    CHECK(n == 24 && lo == -8 && hi == 15);
+    const int64_t zero[2] = {5, 0}, big[2] = {INT64_MAX, INT64_MAX};
+    CHECK_EQ_U64(jp_strided_extent(2, zero, big, &n, &lo, &hi, NULL), JP_OK);
+    CHECK(n == 0 && lo == 0 && hi == 0);
+    const int64_t two[2] = {2, 2};
+    CHECK_EQ_U64(jp_strided_extent(2, two, big, &n, &lo, &hi, NULL), JP_LIMIT);
+}
+
+static jp_view view2(const void *data, jp_dtype dt, int64_t rows, int64_t cols) {
+    jp_view v = {.data = data, .dtype = dt, .ndim = 2, .shape = {rows, cols}, .strides = {cols, 1}};
+    return v;
+}
+
+static void test_views(void) {
+    jp_err err;
+    /* Fused qkv (3E, E) with E = 2: three (E, E) parts along axis 0. */
+    float qkv[12];
+    for (int i = 0; i < 12; i++) qkv[i] = (float)i;
+    jp_view all = view2(qkv, JP_F32, 6, 2), k;
+    CHECK_EQ_U64(jp_view_split(&k, &all, 0, 3, 1, &err), JP_OK);
+    CHECK(k.data == qkv + 4 && k.shape[0] == 2 && k.shape[1] == 2 && k.strides[0] == 2);
+    CHECK_EQ_U64(jp_view_split(&k, &all, 0, 4, 0, &err), JP_SHAPE);
+    CHECK_EQ_U64(jp_view_split(&k, &all, 2, 3, 0, &err), JP_ARGUMENT);
+    CHECK_EQ_U64(jp_view_slice(&k, &all, 1, 1, 2, &err), JP_SHAPE);
+    CHECK_EQ_U64(jp_view_slice(&k, &all, 1, 1, 1, &err), JP_OK);
+    CHECK(k.data == qkv + 1 && k.shape[1] == 1 && k.strides[0] == 2);
+
+    /* Reshape: a contiguous view takes any shape; a transposed one only
+     * shapes that keep its strides expressible. */
+    int64_t shape3[3] = {3, -1, 2};
+    jp_view r;
+    CHECK_EQ_U64(jp_view_reshape(&r, &all, 3, shape3, &err), JP_OK);
+    CHECK(shape3[1] == 2 && r.strides[0] == 4 && r.strides[1] == 2 && r.strides[2] == 1);
+    int64_t bad[2] = {5, 2};
+    CHECK_EQ_U64(jp_view_reshape(&r, &all, 2, bad, &err), JP_SHAPE);
+    jp_view t = {.data = qkv, .dtype = JP_F32, .ndim = 2, .shape = {2, 6}, .strides = {1, 2}};
+    int64_t flat[1] = {12};
+    CHECK_EQ_U64(jp_view_reshape(&r, &t, 1, flat, &err), JP_UNSUPPORTED);
+    int64_t split_cols[3] = {2, 3, 2};
+    CHECK_EQ_U64(jp_view_reshape(&r, &t, 3, split_cols, &err), JP_OK);
+    CHECK(r.strides[0] == 1 && r.strides[1] == 4 && r.strides[2] == 2);
+
+    /* Concat: two (2, 3) int32 parts transposed to (3, 2) and joined along
+     * axis 1 into (3, 4) float32; a part that does not fit is named. */
+    const int32_t a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {7, 8, 9, 10, 11, 12};
+    jp_view parts[2] = {view2(a, JP_I32, 2, 3), view2(b, JP_I32, 2, 3)};
+    const int perm[2] = {1, 0};
+    float out[12];
+    CHECK_EQ_U64(jp_concat_cast(out, JP_F32, 1, 2, parts, perm, NULL, &err), JP_OK);
+    const float want[12] = {1, 4, 7, 10, 2, 5, 8, 11, 3, 6, 9, 12};
+    CHECK(memcmp(out, want, sizeof want) == 0);
+    const int32_t big[6] = {1, 2, 3, 4, 500, 6};
+    parts[1] = view2(big, JP_I32, 2, 3);
+    int8_t small[12];
+    CHECK_EQ_U64(jp_concat_cast(small, JP_I8, 1, 2, parts, perm, NULL, &err), JP_RANGE);
+    CHECK_STR(err.msg, "part 1: element [1, 1] is 500, which int8 cannot hold (-128 to 127)");
+    parts[1] = view2(b, JP_I32, 3, 2);
+    CHECK_EQ_U64(jp_concat_cast(out, JP_F32, 1, 2, parts, perm, NULL, &err), JP_SHAPE);
+}
+
+typedef struct {
+    int *hits;
+} count_ctx;
+
+static void count_task(void *ctx, size_t task, int worker) {
+    (void)worker;
+    __atomic_fetch_add(&((count_ctx *)ctx)->hits[task], 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool(void) {
+    jp_pool *pool;
+    jp_err err;
+    CHECK_EQ_U64(jp_pool_create(&pool, -1, &err), JP_ARGUMENT);
+    CHECK_EQ_U64(jp_pool_create(&pool, 3, &err), JP_OK);
+    CHECK_EQ_U64(jp_pool_threads(pool), 3);
+    CHECK_EQ_U64(jp_pool_threads(NULL), 1);
+    int hits[1000] = {0};
+    count_ctx ctx = {hits};
+    for (int round = 0; round < 3; round++) jp_pool_for(pool, 1000, count_task, &ctx);
+    int wrong = 0;
+    for (int i = 0; i < 1000; i++) wrong += hits[i] != 3;
+    CHECK_EQ_U64(wrong, 0);
+
+    /* A transpose + cast big enough to be split gives the same bytes on 1
+     * and 3 threads. */
+    const int64_t shape[2] = {700, 900};
+    const int perm[2] = {1, 0};
+    float *src = malloc(700 * 900 * sizeof *src);
+    uint16_t *one = malloc(700 * 900 * 2), *three = malloc(700 * 900 * 2);
+    CHECK(src && one && three);
+    if (src && one && three) {
+        for (int i = 0; i < 700 * 900; i++) src[i] = (float)i * 0.37f;
+        CHECK_EQ_U64(jp_permute_cast_strided(one, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
+                                             perm, NULL, &err),
+                     JP_OK);
+        CHECK_EQ_U64(jp_permute_cast_strided(three, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
+                                             perm, pool, &err),
+                     JP_OK);
+        CHECK(memcmp(one, three, 700 * 900 * 2) == 0);
+        CHECK_EQ_U64(three[1], bf16_bits(src[900]));
+    }
+    free(src);
+    free(one);
+    free(three);
+    jp_pool_destroy(pool);
+    jp_pool_destroy(NULL);
+}
+
+int main(void) {
+    test_transpose_small();
+    test_casts();
+    test_errors();
+    test_extent();
+    test_views();
+    test_pool();
+    return check_done("test_kernels");
+}

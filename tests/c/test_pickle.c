@@ -1,0 +1,226 @@
+/* Tests for the data-only pickle machine: values per opcode family, verdicts
+ * on globals, and a table of malformed and hostile inputs (code and offset). */
+#include "check.h"
+#include "formats/pickle.h"
+
+typedef struct reports {
+    int n;
+    jp_pickle_verdict verdict[8];
+    char global[8][64];
+    uint64_t offset[8];
+} reports;
+
+static void on_report(void *ctx, jp_pickle_verdict v, const char *module, const char *name,
+                      uint64_t offset) {
+    reports *r = ctx;
+    if (r->n >= 8) return;
+    r->verdict[r->n] = v;
+    snprintf(r->global[r->n], sizeof r->global[0], "%s.%s", module, name);
+    r->offset[r->n] = offset;
+    r->n++;
+}
+
+static jp_code load(jp_arena *a, const char *bytes, size_t len, jp_pv **out, reports *r,
+                    jp_err *err) {
+    jp_pickle_opts o = {"data.pkl", 0, on_report, r};
+    memset(r, 0, sizeof *r);
+    return jp_pickle_load(a, (const uint8_t *)bytes, len, &o, out, NULL, err);
+}
+
+#define LOAD(lit, out, r, err) load(&a, lit, sizeof(lit) - 1, out, r, err)
+
+static void test_values(void) {
+    jp_arena a;
+    jp_arena_init(&a);
+    jp_pv *v;
+    reports r;
+    jp_err err;
+    /* protocol 2: {'w': (1, -2, 300, 2**40, True, None, 1.5)} with a memo */
+    CHECK_EQ_U64(LOAD("\x80\x02}q\x00X\x01\x00\x00\x00wq\x01(K\x01J\xfe\xff\xff\xffM,\x01"
+                      "\x8a\x06\x00\x00\x00\x00\x00\x01\x88NG?\xf8\x00\x00\x00\x00\x00\x00tq\x02s.",
+                      &v, &r, &err),
+                 JP_OK);
+    CHECK(v && v->kind == JP_PV_DICT && v->u.dict.len == 1);
+    jp_pv *t = v->u.dict.vals[0];
+    CHECK_STR(v->u.dict.keys[0]->u.str.s, "w");
+    CHECK(t->kind == JP_PV_TUPLE && t->u.seq.len == 7);
+    CHECK_EQ_U64(t->u.seq.items[0]->u.i, 1);
+    CHECK(t->u.seq.items[1]->u.i == -2);
+    CHECK_EQ_U64(t->u.seq.items[2]->u.i, 300);
+    CHECK_EQ_U64(t->u.seq.items[3]->u.i, 1ull << 40);
+    CHECK(t->u.seq.items[4]->kind == JP_PV_BOOL && t->u.seq.items[4]->u.b);
+    CHECK(t->u.seq.items[5]->kind == JP_PV_NONE);
+    CHECK(t->u.seq.items[6]->u.f == 1.5);
+    /* protocol 0 text forms: INT bool, LONG, FLOAT, STRING escapes, UNICODE escape */
+    CHECK_EQ_U64(LOAD("(I01\nL-12L\nF2.5\nS'a\\n\\x41'\nVcaf\\u00e9\nl.", &v, &r, &err), JP_OK);
+    CHECK(v && v->kind == JP_PV_LIST && v->u.seq.len == 5);
+    CHECK(v->u.seq.items[0]->kind == JP_PV_BOOL && v->u.seq.items[0]->u.b);
+    CHECK(v->u.seq.items[1]->u.i == -12);
+    CHECK(v->u.seq.items[2]->u.f == 2.5);
+    CHECK_STR(v->u.seq.items[3]->u.str.s, "a\nA");
+    CHECK_STR(v->u.seq.items[4]->u.str.s, "caf\xc3\xa9");
+    /* LONG1 beyond 64 bits stays bytes (the legacy torch magic number) */
+    CHECK_EQ_U64(LOAD("\x80\x02\x8a\x0al\xfc\x9c" "F\xf9 j\xa8P\x19.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_BIGINT && v->u.str.len == 10);
+    /* mutation through the memo is visible: a list appended after being memoised */
+    CHECK_EQ_U64(LOAD("\x80\x02]q\x00h\x00K\x07" "a.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_LIST && v->u.seq.len == 1 && v->u.seq.items[0]->u.i == 7);
+    /* OrderedDict via REDUCE, SETITEMS on the record: allowed, no report */
+    CHECK_EQ_U64(LOAD("\x80\x02" "ccollections\nOrderedDict\n)R(X\x01\x00\x00\x00" "aK\x01u.", &v, &r,
+                      &err),
+                 JP_OK);
+    CHECK(v->kind == JP_PV_CALL && v->u.obj.entries.len == 1 && r.n == 0);
+    /* protocol 4: FRAME, STACK_GLOBAL, MEMOIZE, NEWOBJ of an unknown class + BUILD */
+    CHECK_EQ_U64(LOAD("\x80\x04\x95\x14\x00\x00\x00\x00\x00\x00\x00\x8c\x04main\x94\x8c\x03Net\x94"
+                      "\x93\x94)\x81}b.",
+                      &v, &r, &err),
+                 JP_OK);
+    CHECK(v->kind == JP_PV_OBJECT && v->u.obj.state && v->u.obj.state->kind == JP_PV_DICT);
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_CLASS);
+    CHECK_STR(r.global[0], "main.Net");
+    /* EMPTY_SET + ADDITEMS, FROZENSET, TUPLE3, BINBYTES */
+    CHECK_EQ_U64(LOAD("\x80\x04\x8f(K\x01K\x02\x90(K\x03\x91" "C\x02hi\x87.", &v, &r, &err),
+                 JP_OK);
+    CHECK(v->kind == JP_PV_TUPLE && v->u.seq.len == 3);
+    CHECK(v->u.seq.items[0]->kind == JP_PV_SET && v->u.seq.items[0]->u.seq.len == 2);
+    CHECK(v->u.seq.items[1]->kind == JP_PV_SET && v->u.seq.items[1]->u.seq.len == 1);
+    CHECK(v->u.seq.items[2]->kind == JP_PV_BYTES && v->u.seq.items[2]->u.str.len == 2);
+    jp_arena_free(&a);
+}
+
+static void test_verdicts(void) {
+    jp_arena a;
+    jp_arena_init(&a);
+    jp_pv *v;
+    reports r;
+    jp_err err;
+    /* REDUCE of posix.system: DENIED at the GLOBAL (offset 2) */
+    CHECK_EQ_U64(LOAD("\x80\x02" "cposix\nsystem\nX\x02\x00\x00\x00id\x85R.", &v, &r, &err), JP_OK);
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_DENIED && r.offset[0] == 2);
+    CHECK_STR(r.global[0], "posix.system");
+    /* REDUCE of an unknown function: CALLED at the REDUCE */
+    CHECK_EQ_U64(LOAD("\x80\x02" "cmylib\nrun\n)R.", &v, &r, &err), JP_OK);
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_CALLED && r.offset[0] == 14);
+    /* INST calls the class */
+    CHECK_EQ_U64(LOAD("(imylib\nThing\n.", &v, &r, &err), JP_OK);
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_CALLED);
+    CHECK(jp_pickle_judge("torch._utils", "_rebuild_tensor_v2") == JP_GLOBAL_ALLOWED);
+    CHECK(jp_pickle_judge("torch", "FloatStorage") == JP_GLOBAL_ALLOWED);
+    CHECK(jp_pickle_judge("torch", "bfloat16") == JP_GLOBAL_ALLOWED);
+    CHECK(jp_pickle_judge("builtins", "eval") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("subprocess", "Popen") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("os.path", "join") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch.storage", "_load_from_bytes") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("osx", "thing") == JP_GLOBAL_CLASS); /* prefix match is per module part */
+    jp_arena_free(&a);
+}
+
+static const struct bad {
+    const char *what;
+    const char *bytes;
+    size_t len;
+    jp_code code;
+    uint64_t offset;
+} bad[] = {
+#define B(what, lit, code, off) {what, lit, sizeof(lit) - 1, code, off}
+    B("empty", "", JP_TRUNCATED, 0),
+    B("no STOP", "\x80\x02K\x01", JP_TRUNCATED, 4),
+    B("unknown opcode", "\x80\x02\xff.", JP_CORRUPT, 2),
+    B("protocol 6", "\x80\x06.", JP_UNSUPPORTED, 0),
+    B("truncated BININT", "\x80\x02J\x01\x02", JP_TRUNCATED, 2),
+    B("BINUNICODE past end", "\x80\x02X\xff\xff\xff\xff" "ab", JP_TRUNCATED, 2),
+    B("BINBYTES8 huge", "\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x7f", JP_TRUNCATED, 2),
+    B("FRAME past end", "\x80\x04\x95\x00\x00\x00\x00\x01\x00\x00\x00N.", JP_TRUNCATED, 2),
+    B("STOP on empty stack", "\x80\x02.", JP_CORRUPT, 2),
+    B("POP on empty", "0", JP_CORRUPT, 0),
+    B("TUPLE without MARK", "K\x01t.", JP_CORRUPT, 2),
+    B("GET of unset memo", "\x80\x02h\x05.", JP_CORRUPT, 2),
+    B("PUT beyond limit", "K\x01r\xff\xff\xff\x7f.", JP_LIMIT, 2),
+    B("PUT on empty", "q\x00.", JP_CORRUPT, 0),
+    B("odd DICT", "(K\x01" "d.", JP_CORRUPT, 3),
+    B("SETITEM on a list", "]K\x01K\x02s.", JP_CORRUPT, 5),
+    B("APPEND to an int", "K\x01K\x02" "a.", JP_CORRUPT, 4),
+    B("REDUCE with a list", "cm\nf\n]R.", JP_CORRUPT, 6),
+    B("BUILD on an int", "K\x01}b.", JP_CORRUPT, 3),
+    B("STACK_GLOBAL of ints", "K\x01K\x02\x93.", JP_CORRUPT, 4),
+    B("EXT1", "\x80\x02\x82\x01.", JP_UNSAFE, 2),
+    B("NEXT_BUFFER", "\x80\x05\x97.", JP_UNSUPPORTED, 2),
+    B("text INT with letters", "I12x\n.", JP_CORRUPT, 0),
+    B("text INT beyond 64 bits", "I99999999999999999999\n.", JP_UNSUPPORTED, 0),
+    B("GLOBAL without newline", "cos\nsystem", JP_TRUNCATED, 0),
+    B("unquoted STRING", "Sabc\n.", JP_CORRUPT, 0),
+    B("bad \\u escape", "Vab\\uzzzz\n.", JP_CORRUPT, 0),
+    B("POP_MARK without MARK", "1.", JP_CORRUPT, 0),
+#undef B
+};
+
+static void test_bad(void) {
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        jp_arena a;
+        jp_arena_init(&a);
+        jp_pv *v = NULL;
+        reports r;
+        jp_err err;
+        jp_code rc = load(&a, bad[i].bytes, bad[i].len, &v, &r, &err);
+        if (rc != bad[i].code || err.offset != bad[i].offset)
+            fprintf(stderr, "bad case '%s': got %s @ %llu (%s)\n", bad[i].what, jp_code_name(rc),
+                    (unsigned long long)err.offset, err.msg);
+        CHECK_EQ_U64(rc, bad[i].code);
+        CHECK_EQ_U64(err.offset, bad[i].offset);
+        CHECK(v == NULL);
+        CHECK(strncmp(err.msg, "data.pkl @ 0x", 13) == 0);
+        jp_arena_free(&a);
+    }
+}
+
+/* Deep nesting and a self-containing list stay bounded and do not crash. */
+static void test_hostile_shapes(void) {
+    static uint8_t buf[300000];
+    size_t n = 0;
+    for (; n < 200000; n++) buf[n] = '(';
+    buf[n++] = '.';
+    jp_arena a;
+    jp_arena_init(&a);
+    jp_pv *v;
+    jp_err err;
+    jp_pickle_opts o = {"data.pkl", 0, NULL, NULL};
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
+    n = 0;
+    buf[n++] = ']';
+    buf[n++] = 'q';
+    buf[n++] = 0;
+    for (int i = 0; i < 1000; i++) {
+        buf[n++] = 'h';
+        buf[n++] = 0;
+        buf[n++] = 'a';
+    }
+    buf[n++] = '.';
+    size_t used = 0;
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, &used, &err), JP_OK);
+    CHECK(v->kind == JP_PV_LIST && v->u.seq.len == 1000 && v->u.seq.items[0] == v);
+    CHECK_EQ_U64(used, n);
+    /* Two dicts merged into each other by BUILD, again and again, would grow
+     * like Fibonacci numbers; the size-proportional budget stops them. */
+    n = 0;
+    static const uint8_t head[] = {'}', 'q', 0, '(', 'K', 1, 'K', 2, 'K', 3, 'K', 4, 'u',
+                                   '}', 'q', 1, 'h', 0, 'b'};
+    memcpy(buf, head, sizeof head);
+    n = sizeof head;
+    for (int i = 0; i < 60; i++) {
+        /* GET one dict, GET the other, BUILD (merge the second into the first), POP */
+        const uint8_t step[] = {'h', (uint8_t)(i % 2), 'h', (uint8_t)(1 - i % 2), 'b', '0'};
+        memcpy(buf + n, step, sizeof step);
+        n += sizeof step;
+    }
+    buf[n++] = '.';
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
+    jp_arena_free(&a);
+}
+
+int main(void) {
+    test_values();
+    test_verdicts();
+    test_bad();
+    test_hostile_shapes();
+    return check_done("test_pickle");
+}
