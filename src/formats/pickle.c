@@ -717,8 +717,14 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         if (!a || !b) return underflow(m);
         if (a->kind != JP_PV_STR || b->kind != JP_PV_STR)
             return fail(m, JP_CORRUPT, "module and name must be strings%s", NULL);
-        return push(m, make_global(m, (const uint8_t *)a->u.str.s, a->u.str.len,
-                                   (const uint8_t *)b->u.str.s, b->u.str.len));
+        /* The strings already live in the arena: reuse them, so memoized
+         * names used again and again cost nothing more. */
+        if (!(v = new_value(m, JP_PV_GLOBAL))) return no_memory(m);
+        v->u.global.module = a->u.str.s;
+        v->u.global.name = b->u.str.s;
+        if (jp_pickle_judge(a->u.str.s, b->u.str.s) == JP_GLOBAL_DENIED && m->o->report)
+            m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, a->u.str.s, b->u.str.s, m->op_off);
+        return push(m, v);
     case 'R':
         b = pop(m);
         a = pop(m);
