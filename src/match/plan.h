@@ -1,0 +1,62 @@
+/* The plan: for every target leaf, which source tensor(s) and which
+ * transforms produce it. Plain data, made by the matcher (or by
+ * jp_plan_identity for a plain format conversion), printed, saved as a
+ * mapping file, and run by the executor.
+ *
+ * One leaf is computed as
+ *
+ *   parts[k]  = reshape(slice(source[k], axis, start, len), shape)
+ *   joined    = concat(parts, along cat_axis)          (one part: itself)
+ *   permuted  = permute(joined, perm)                  (perm[d] = source axis)
+ *   leaf      = cast(reshape(permuted, leaf shape), leaf dtype)
+ *
+ * which covers a Linear kernel (perm 1,0), a conv kernel (perm 2,3,1,0), a
+ * fused qkv (three leaves, each a slice of one source, reshaped to
+ * (heads, head_dim, in) and permuted), an Equinox conv bias (a reshape), and
+ * the conv-then-Linear flatten order (reshape (out,C,H,W), perm 2,3,1,0). */
+#ifndef JP_PLAN_H
+#define JP_PLAN_H
+
+#include "../common/common.h"
+
+typedef struct jp_plan_part {
+    uint32_t source;              /* tensor index in the source jp_index */
+    int32_t slice_axis;           /* -1: the whole tensor */
+    int64_t slice_start, slice_len;
+    int32_t ndim;                 /* the part's shape after the slice and reshape */
+    int64_t shape[JP_MAX_DIMS];
+} jp_plan_part;
+
+enum {
+    JP_LEAF_TIED = 1u << 0,       /* its source also feeds another leaf */
+    JP_LEAF_MISSING = 1u << 1,    /* no source: left unmatched (nparts is 0) */
+    JP_LEAF_AMBIGUOUS = 1u << 2,  /* more than one source fits equally well */
+};
+
+typedef struct jp_plan_leaf {
+    const char *name;             /* target path, '/'-separated as JAX keys print */
+    jp_dtype dtype;               /* the leaf's dtype (after any --dtype override) */
+    int32_t ndim;
+    int64_t shape[JP_MAX_DIMS];
+    uint32_t nparts;
+    jp_plan_part *parts;
+    int32_t cat_axis;             /* axis of the parts' shape they are joined along */
+    int32_t perm[JP_MAX_DIMS];    /* over the joined shape; identity when no permute */
+    uint32_t flags;               /* JP_LEAF_* */
+    const char *rule;             /* why: "linear kernel", "as is", a user rule */
+} jp_plan_leaf;
+
+typedef struct jp_plan {
+    jp_plan_leaf *leaves;
+    size_t n;
+    jp_arena arena;               /* every name and array of the plan */
+} jp_plan;
+
+void jp_plan_free(jp_plan *p);    /* NULL allowed */
+
+/* Every tensor of ix as it is, in index order, cast to dtype unless dtype is
+ * JP_DTYPE_INVALID: the plan of a plain format conversion. Leaf names borrow
+ * the index's, so the plan must be freed before the index is closed. */
+jp_code jp_plan_identity(jp_plan **out, const jp_index *ix, jp_dtype dtype, jp_err *err);
+
+#endif /* JP_PLAN_H */
