@@ -85,7 +85,7 @@ static jp_code eqx_begin(jp_sink *s, jp_err *err) {
 
 static jp_code eqx_tensor_begin(jp_sink *s, jp_err *err) {
     uint8_t hdr[JP_NPY_HEADER_CAP];
-    const jp_sink_tensor *t = &s->tensors[s->next];
+    const jp_sink_tensor *t = &s->tensors[s->cur];
     size_t n = jp_npy_header_format(hdr, t->dtype, t->ndim, t->shape);
     return jp_outfile_write(&s->out, hdr, n, err);
 }

@@ -143,8 +143,8 @@ static jp_code put_ndarray_head(jp_sink *s, jp_dtype dt, int32_t ndim, const int
  * its array header (or, chunked, the map up to the chunks' count). */
 static jp_code mp_tensor_begin(jp_sink *s, jp_err *err) {
     state *st = s->state;
-    const jp_sink_tensor *t = &s->tensors[s->next];
-    const tensor_plan *p = &st->plans[s->next];
+    const jp_sink_tensor *t = &s->tensors[s->cur];
+    const tensor_plan *p = &st->plans[s->cur];
     jp_code rc = JP_OK;
     for (size_t k = 0; k < p->nopen && !rc; k++) {
         const opened *o = &st->opens[p->first_open + k];
@@ -285,8 +285,8 @@ static jp_code mp_begin(jp_sink *s, jp_err *err) {
 static jp_code mp_write(jp_sink *s, const void *data, size_t len, jp_err *err) {
     state *st = s->state;
     jp_code rc;
-    const jp_sink_tensor *t = &s->tensors[s->next];
-    uint64_t cb = st->plans[s->next].chunk_bytes;
+    const jp_sink_tensor *t = &s->tensors[s->cur];
+    uint64_t cb = st->plans[s->cur].chunk_bytes;
     if (!cb) return put(s, data, len, err);
     const uint8_t *p = data;
     uint64_t pos = t->nbytes - s->left;

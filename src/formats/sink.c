@@ -27,13 +27,14 @@ static const struct jp_sink_ops *find_writer(const char *path, jp_format format)
     return NULL;
 }
 
-/* Begin tensor s->next; one of no bytes is done at once, and so on until a
- * tensor waits for its bytes or none are left. */
+/* Begin the tensor at position s->next; one of no bytes is done at once, and
+ * so on until a tensor waits for its bytes or none are left. */
 static jp_code start_next(jp_sink *s, jp_err *err) {
     jp_code rc;
     for (; s->next < s->n; s->next++) {
+        s->cur = s->order ? s->order[s->next] : s->next;
         if (s->ops->tensor_begin && (rc = s->ops->tensor_begin(s, err))) return rc;
-        s->left = s->tensors[s->next].nbytes;
+        s->left = s->tensors[s->cur].nbytes;
         if (s->left) return JP_OK;
         if (s->ops->tensor_done && (rc = s->ops->tensor_done(s, err))) return rc;
     }
@@ -109,10 +110,12 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
     return JP_OK;
 }
 
+size_t jp_sink_expected(const jp_sink *s) { return s->next < s->n ? s->cur : s->n; }
+
 jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err) {
-    if (i != s->next || i >= s->n)
+    if (s->next >= s->n || i != s->cur)
         return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, i < s->n ? s->tensors[i].name : NULL,
-                          "tensor %zu written out of order (expected %zu)", i, s->next);
+                          "tensor %zu written out of order (expected %zu)", i, jp_sink_expected(s));
     if (len > s->left)
         return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[i].name,
                           "%zu bytes given but only %llu remain", len, (unsigned long long)s->left);
@@ -130,7 +133,7 @@ jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err
 jp_code jp_sink_commit(jp_sink *s, jp_err *err) {
     jp_code rc = JP_OK;
     if (s->next < s->n)
-        rc = jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[s->next].name,
+        rc = jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[s->cur].name,
                         "commit before every tensor was written");
     if (!rc && s->ops->finish) rc = s->ops->finish(s, err);
     if (!rc) rc = jp_outfile_commit(&s->out, err);

@@ -28,7 +28,11 @@ typedef struct jp_sink jp_sink;
  * (.safetensors .npz .msgpack .eqx) unless `format` is given. */
 jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
                      size_t n, const jp_sink_opts *opts, jp_err *err);
-/* The next bytes of tensor i; tensors must come in order, each whole. */
+/* The tensor the sink wants next: writers may want them in another order
+ * than the list (safetensors sorts by alignment and name). n when all are
+ * written. Feed each whole before the next. */
+size_t jp_sink_expected(const jp_sink *s);
+/* The next bytes of tensor i, which must be jp_sink_expected(s). */
 jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err);
 jp_code jp_sink_commit(jp_sink *s, jp_err *err);  /* frees the sink */
 void jp_sink_abort(jp_sink *s);                    /* frees the sink; NULL allowed */
@@ -41,7 +45,9 @@ struct jp_sink {
     const char *path;
     jp_sink_tensor *tensors;     /* copy of the caller's list, names in the arena */
     size_t n;
-    size_t next;                 /* the tensor being written */
+    size_t *order;               /* the writer's order, set by begin (NULL = as given) */
+    size_t next;                 /* position in that order */
+    size_t cur;                  /* the tensor being written: order[next] */
     uint64_t left;               /* its bytes still to come */
     jp_sink_opts opts;
     jp_arena arena;              /* freed with the sink */
@@ -53,12 +59,12 @@ struct jp_sink_ops {
     jp_format format;
     /* After the list is known and s->out is open: write headers. */
     jp_code (*begin)(jp_sink *s, jp_err *err);
-    /* Before the first bytes of tensor s->next, in order, also for a tensor of
+    /* Before the first bytes of tensor s->cur, in order, also for a tensor of
      * no bytes (per-tensor headers). May be NULL. */
     jp_code (*tensor_begin)(jp_sink *s, jp_err *err);
-    /* Bytes of tensor s->next (sink.c checks order and sizes first). */
+    /* Bytes of tensor s->cur (sink.c checks order and sizes first). */
     jp_code (*write)(jp_sink *s, const void *data, size_t len, jp_err *err);
-    /* Called when tensor s->next has all its bytes (at once after tensor_begin
+    /* Called when tensor s->cur has all its bytes (at once after tensor_begin
      * for a tensor of no bytes). May be NULL. */
     jp_code (*tensor_done)(jp_sink *s, jp_err *err);
     /* After the last tensor, before s->out is committed: trailers. May be NULL. */
