@@ -199,6 +199,8 @@ jp_format jp_index_format(const jp_index *ix);
 size_t jp_index_count(const jp_index *ix);
 const jp_tensor *jp_index_at(const jp_index *ix, size_t i);
 const jp_tensor *jp_index_find(const jp_index *ix, const char *name);
+/* The position of the tensor called name (for jp_index_at), SIZE_MAX if none. */
+size_t jp_index_position(const jp_index *ix, const char *name);
 size_t jp_index_meta_count(const jp_index *ix);
 const jp_meta *jp_index_meta_at(const jp_index *ix, size_t i);
 size_t jp_index_finding_count(const jp_index *ix);

@@ -10,9 +10,13 @@
 /* Raise the exception class of err->code with its message; returns NULL. */
 PyObject *jp_py_raise(const jp_err *err);
 
+/* The jp_index of a jaxport._core.Index, or NULL with TypeError set. */
+jp_index *jp_py_index(PyObject *o);
+
 /* One per file: add its functions and types to the module; -1 on error. */
 int jp_py_init_index(PyObject *m);
 int jp_py_init_kernels(PyObject *m);
 int jp_py_init_pickle(PyObject *m);
+int jp_py_init_match(PyObject *m);
 
 #endif

@@ -217,6 +217,14 @@ static PyMethodDef index_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+jp_index *jp_py_index(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &IndexType)) {
+        PyErr_Format(PyExc_TypeError, "expected a jaxport Index, got %s", Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    return ((IndexObject *)o)->ix;
+}
+
 int jp_py_init_index(PyObject *m) {
     import_array1(-1);
     if (PyType_Ready(&IndexType) < 0) return -1;

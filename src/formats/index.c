@@ -154,14 +154,14 @@ static jp_code finish(jp_index *ix, jp_err *err) {
         jp_tensor *t = JP_VEC_AT(&ix->tensors, jp_tensor *, i);
         size_t h = (size_t)jp_hash_str(t->name) & (cap - 1);
         while (ix->table[h]) {
-            if (strcmp(ix->table[h]->name, t->name) == 0) {
+            if (strcmp(JP_VEC_AT(&ix->tensors, jp_tensor *, ix->table[h] - 1)->name, t->name) == 0) {
                 free(uses);
                 return jp_err_set(err, JP_CORRUPT, t->file_offset, t->name,
                                   "the name %s appears twice", t->name);
             }
             h = (h + 1) & (cap - 1);
         }
-        ix->table[h] = t;
+        ix->table[h] = (uint32_t)i + 1;
         if (is_contiguous(t)) t->flags |= JP_TENSOR_CONTIGUOUS;
         if (uses && t->storage < ix->nstorages) uses[t->storage]++;
     }
@@ -287,14 +287,20 @@ const jp_tensor *jp_index_at(const jp_index *ix, size_t i) {
     return ix && i < ix->tensors.len ? JP_VEC_AT(&ix->tensors, jp_tensor *, i) : NULL;
 }
 
-const jp_tensor *jp_index_find(const jp_index *ix, const char *name) {
-    if (!ix || !name || !ix->table) return NULL;
+size_t jp_index_position(const jp_index *ix, const char *name) {
+    if (!ix || !name || !ix->table) return SIZE_MAX;
     size_t h = (size_t)jp_hash_str(name) & (ix->table_cap - 1);
     while (ix->table[h]) {
-        if (strcmp(ix->table[h]->name, name) == 0) return ix->table[h];
+        size_t i = ix->table[h] - 1;
+        if (strcmp(JP_VEC_AT(&ix->tensors, jp_tensor *, i)->name, name) == 0) return i;
         h = (h + 1) & (ix->table_cap - 1);
     }
-    return NULL;
+    return SIZE_MAX;
+}
+
+const jp_tensor *jp_index_find(const jp_index *ix, const char *name) {
+    size_t i = jp_index_position(ix, name);
+    return i == SIZE_MAX ? NULL : JP_VEC_AT(&ix->tensors, jp_tensor *, i);
 }
 
 size_t jp_index_meta_count(const jp_index *ix) { return ix ? ix->meta.len : 0; }

@@ -19,7 +19,7 @@ struct jp_index {
     jp_vec meta;           /* jp_meta */
     jp_vec findings;       /* jp_finding */
     uint32_t nstorages;
-    const jp_tensor **table; /* open addressing by name, built by finish */
+    uint32_t *table;       /* open addressing by name: position + 1, 0 empty; built by finish */
     size_t table_cap;
 };
 

@@ -7,7 +7,8 @@
  *
  *   parts[k]  = reshape(slice(source[k], axis, start, len), shape)
  *   joined    = concat(parts, along cat_axis)          (one part: itself)
- *   permuted  = permute(joined, perm)                  (perm[d] = source axis)
+ *   flipped   = reverse(joined, the axes in flip)      (a transposed conv's taps)
+ *   permuted  = permute(flipped, perm)                 (perm[d] = source axis)
  *   leaf      = cast(reshape(permuted, leaf shape), leaf dtype)
  *
  * which covers a Linear kernel (perm 1,0), a conv kernel (perm 2,3,1,0), a
@@ -42,13 +43,23 @@ typedef struct jp_plan_leaf {
     jp_plan_part *parts;
     int32_t cat_axis;             /* axis of the parts' shape they are joined along */
     int32_t perm[JP_MAX_DIMS];    /* over the joined shape; identity when no permute */
+    uint32_t flip;                /* bit d: reverse axis d of the joined shape */
     uint32_t flags;               /* JP_LEAF_* */
     const char *rule;             /* why: "linear kernel", "as is", a user rule */
 } jp_plan_leaf;
 
+/* A source tensor no leaf takes, and why that is fine or not. */
+typedef struct jp_plan_unused {
+    uint32_t source;
+    bool harmless;                /* a buffer JAX models do not keep, or a tied copy */
+    const char *why;
+} jp_plan_unused;
+
 typedef struct jp_plan {
     jp_plan_leaf *leaves;
     size_t n;
+    jp_plan_unused *unused;
+    size_t nunused;
     jp_arena arena;               /* every name and array of the plan */
 } jp_plan;
 

@@ -1,0 +1,878 @@
+/* The matcher (the method is described in match.h). */
+#include "match.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 512
+#define DP_MAX_CELLS (1u << 22)   /* beyond this a signature group is paired by order only */
+#define MATCH_SCORE 1000000       /* a pair always beats any name similarity (0..1000) */
+
+typedef struct sleaf {            /* a source tensor, or a slice of one */
+    uint32_t tensor;
+    jp_role role;
+    const char *name;             /* after rename rules */
+    char *leafkey;
+    int32_t ndim;
+    int64_t shape[JP_MAX_DIMS];
+    int32_t slice_axis;
+    int64_t slice_start, slice_len;
+    uint64_t numel;
+} sleaf;
+
+typedef struct tleaf {
+    size_t spec;                  /* index into the caller's targets */
+    jp_role role;
+    jp_spelling spelling;
+    char *leafkey;
+} tleaf;
+
+typedef struct module {
+    const char *path;             /* without the leaf and, for targets, the collection */
+    char *key;
+    uint64_t order;
+    uint32_t *leaves;             /* sleaf or tleaf indices */
+    uint32_t nleaves, capleaves;
+    int64_t pair;                 /* module on the other side, -1 */
+    int64_t parent;               /* fused module a virtual one slices, -1 */
+    bool source;
+    bool alias;                   /* every leaf is a tied copy of another tensor */
+    bool ambiguous;
+    char *sig;
+    char *why;                    /* for an ambiguous target: the candidates */
+} module;
+
+/* A string -> index table with chaining through `next`, for module paths and keys. */
+typedef struct strtab {
+    int64_t *head;
+    int64_t *next;
+    size_t cap;                   /* power of two */
+} strtab;
+
+typedef struct side {
+    jp_vec mods;                  /* module */
+    strtab bypath;
+    size_t strip;                 /* leading components every module shares */
+} side;
+
+typedef struct matcher {
+    const jp_index *ix;
+    const jp_leaf_spec *specs;
+    size_t nspecs;
+    const jp_match_opts *o;
+    jp_arena *arena;              /* the plan's */
+    jp_arena tmp;
+    jp_vec sl;                    /* sleaf */
+    jp_vec tl;                    /* tleaf */
+    side src, dst;
+    int64_t *alias_of;            /* per tensor: the first tensor with the same bytes, or -1 */
+    uint32_t *used;               /* per tensor: leaves taking it */
+    jp_err *err;
+} matcher;
+
+#define MOD(sd, i) (&((module *)(sd)->mods.items)[i])
+#define SL(m, i) (&((sleaf *)(m)->sl.items)[i])
+#define TL(m, i) (&((tleaf *)(m)->tl.items)[i])
+
+static jp_code oom(matcher *m) { return jp_err_set(m->err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory while matching"); }
+
+/* ---- string table */
+
+static bool strtab_init(strtab *t, size_t n, jp_arena *a) {
+    t->cap = 16;
+    while (t->cap < 2 * n + 1) t->cap <<= 1;
+    t->head = jp_arena_alloc_array(a, t->cap, sizeof *t->head);
+    t->next = jp_arena_alloc_array(a, n + 1, sizeof *t->next);
+    if (!t->head || !t->next) return false;
+    memset(t->head, 0xff, t->cap * sizeof *t->head);
+    return true;
+}
+
+static void strtab_add(strtab *t, const char *s, int64_t i) {
+    size_t h = (size_t)jp_hash_str(s) & (t->cap - 1);
+    t->next[i] = t->head[h];
+    t->head[h] = i;
+}
+
+/* ---- building the two sides */
+
+static bool is_sep(char c) { return c == '.' || c == '/' || c == '[' || c == ']' || c == '\'' || c == '"'; }
+
+/* Module path (everything before the leaf component, separators trimmed). */
+static char *module_path(jp_arena *a, const char *name, size_t leafstart) {
+    size_t end = leafstart;
+    while (end > 0 && is_sep(name[end - 1])) end--;
+    return jp_arena_strndup(a, name, end);
+}
+
+static int64_t find_or_add_module(matcher *m, side *sd, const char *path, uint64_t order) {
+    size_t h = (size_t)jp_hash_str(path) & (sd->bypath.cap - 1);
+    for (int64_t i = sd->bypath.head[h]; i >= 0; i = sd->bypath.next[i])
+        if (strcmp(MOD(sd, i)->path, path) == 0) return i;
+    module *md = jp_vec_push(&sd->mods);
+    if (!md) return -1;
+    md->path = path;
+    md->order = order;
+    md->pair = -1;
+    md->parent = -1;
+    md->source = sd == &m->src;
+    int64_t i = (int64_t)sd->mods.len - 1;
+    strtab_add(&sd->bypath, path, i);
+    return i;
+}
+
+static bool module_add_leaf(matcher *m, module *md, uint32_t leaf) {
+    if (md->nleaves == md->capleaves) {
+        uint32_t cap = md->capleaves ? 2 * md->capleaves : 4;
+        uint32_t *nl = jp_arena_alloc_array(&m->tmp, cap, sizeof *nl);
+        if (!nl) return false;
+        if (md->nleaves) memcpy(nl, md->leaves, md->nleaves * sizeof *nl);
+        md->leaves = nl;
+        md->capleaves = cap;
+    }
+    md->leaves[md->nleaves++] = leaf;
+    return true;
+}
+
+static char *leaf_key(jp_arena *a, const char *s, size_t len) {
+    char k[KEY_MAX];
+    jp_name_key(s, len, k, sizeof k);
+    return jp_arena_strdup(a, k);
+}
+
+/* Apply the rename rules to a source name. */
+static const char *rename_source(matcher *m, regex_t *res, const char *name) {
+    const char *cur = name;
+    for (size_t r = 0; r < m->o->nrules; r++) {
+        regmatch_t g[10];
+        if (regexec(&res[r], cur, 10, g, 0) != 0) continue;
+        const char *rep = m->o->rules[2 * r + 1];
+        char out[JP_ERR_MSG_MAX * 8];
+        size_t n = 0;
+        size_t pre = (size_t)g[0].rm_so;
+        if (pre >= sizeof out) continue;
+        memcpy(out, cur, pre);
+        n = pre;
+        for (const char *p = rep; *p && n + 1 < sizeof out; p++) {
+            if (*p == '\\' && p[1] >= '0' && p[1] <= '9') {
+                int gi = p[1] - '0';
+                p++;
+                if (g[gi].rm_so < 0) continue;
+                size_t gl = (size_t)(g[gi].rm_eo - g[gi].rm_so);
+                if (n + gl + 1 >= sizeof out) break;
+                memcpy(out + n, cur + g[gi].rm_so, gl);
+                n += gl;
+            } else {
+                out[n++] = *p;
+            }
+        }
+        size_t post = strlen(cur + g[0].rm_eo);
+        if (n + post + 1 > sizeof out) continue;
+        memcpy(out + n, cur + g[0].rm_eo, post + 1);
+        const char *dup = jp_arena_strdup(&m->tmp, out);
+        if (dup) cur = dup;
+    }
+    return cur;
+}
+
+/* Two tensors are tied when they view the same bytes the same way. */
+static void find_aliases(matcher *m) {
+    size_t n = jp_index_count(m->ix);
+    strtab t = {0};
+    for (size_t i = 0; i < n; i++) m->alias_of[i] = -1;
+    if (!strtab_init(&t, n, &m->tmp)) return;
+    for (size_t i = 0; i < n; i++) {
+        const jp_tensor *a = jp_index_at(m->ix, i);
+        if (!a->data || !(a->flags & JP_TENSOR_SHARED)) continue;
+        size_t h = (size_t)(((uintptr_t)a->data >> 4) * 0x9e3779b97f4a7c15ull) & (t.cap - 1);
+        for (int64_t j = t.head[h]; j >= 0; j = t.next[j]) {
+            const jp_tensor *b = jp_index_at(m->ix, (size_t)j);
+            if (b->data == a->data && b->dtype == a->dtype && b->ndim == a->ndim &&
+                memcmp(b->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim) == 0 &&
+                memcmp(b->strides, a->strides, sizeof(int64_t) * (size_t)a->ndim) == 0) {
+                m->alias_of[i] = j;
+                break;
+            }
+        }
+        if (m->alias_of[i] < 0) {
+            t.next[i] = t.head[h];
+            t.head[h] = (int64_t)i;
+        }
+    }
+}
+
+static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role role, char *leafkey) {
+    sleaf *l = jp_vec_push(&m->sl);
+    if (!l) return -1;
+    const jp_tensor *t = jp_index_at(m->ix, tensor);
+    l->tensor = tensor;
+    l->role = role;
+    l->name = name;
+    l->leafkey = leafkey;
+    l->ndim = t->ndim;
+    memcpy(l->shape, t->shape, sizeof l->shape);
+    l->slice_axis = -1;
+    l->numel = t->numel;
+    return (int64_t)m->sl.len - 1;
+}
+
+/* A fused q/k/v projection: torch's MultiheadAttention keeps in_proj_weight
+ * (3E, E) and in_proj_bias (3E) beside out_proj; timm and others a Linear
+ * named qkv. Offer query, key and value as virtual modules. */
+static jp_code add_virtual_qkv(matcher *m, int64_t mi) {
+    module *md = MOD(&m->src, mi);
+    int64_t w = -1, b = -1;
+    bool qkv_linear = false;
+    size_t ls;
+    size_t ll = jp_name_leaf(md->path, &ls);
+    char last[KEY_MAX];
+    jp_name_key(md->path + ls, ll, last, sizeof last);
+    if (strcmp(last, "qkv") == 0 || strcmp(last, "wqkv") == 0) qkv_linear = true;
+    for (uint32_t k = 0; k < md->nleaves; k++) {
+        sleaf *l = SL(m, md->leaves[k]);
+        if (qkv_linear ? l->role == JP_ROLE_WEIGHT : strcmp(l->leafkey, "inprojweight") == 0) w = md->leaves[k];
+        if (qkv_linear ? l->role == JP_ROLE_BIAS : strcmp(l->leafkey, "inprojbias") == 0) b = md->leaves[k];
+    }
+    if (w < 0 || SL(m, w)->ndim != 2 || SL(m, w)->shape[0] % 3) return JP_OK;
+    if (b >= 0 && (SL(m, b)->ndim != 1 || SL(m, b)->shape[0] != SL(m, w)->shape[0])) return JP_OK;
+    static const char *const parts[3] = {"query", "key", "value"};
+    int64_t e = SL(m, w)->shape[0] / 3;
+    for (int p = 0; p < 3; p++) {
+        const char *base = qkv_linear ? md->path : md->path;
+        char *path = qkv_linear && ls > 0 ? jp_arena_printf(&m->tmp, "%.*s.%s", (int)(ls - 1), md->path, parts[p])
+                                          : jp_arena_printf(&m->tmp, "%s%s%s", base, *base ? "." : "", parts[p]);
+        if (!path) return oom(m);
+        int64_t vi = find_or_add_module(m, &m->src, path, MOD(&m->src, mi)->order * 4 + 1 + (uint64_t)p);
+        if (vi < 0) return oom(m);
+        module *vm = MOD(&m->src, vi);
+        md = MOD(&m->src, mi);
+        if (vm->nleaves) continue; /* a real module of that name exists */
+        vm->parent = mi;
+        int64_t srcs[2] = {w, b};
+        for (int k = 0; k < 2; k++) {
+            if (srcs[k] < 0) continue;
+            sleaf base_l = *SL(m, srcs[k]);
+            int64_t li = push_sleaf(m, base_l.tensor, base_l.name, k ? JP_ROLE_BIAS : JP_ROLE_WEIGHT,
+                                    k ? "bias" : "weight");
+            if (li < 0) return oom(m);
+            sleaf *l = SL(m, li);
+            l->slice_axis = 0;
+            l->slice_start = p * e;
+            l->slice_len = e;
+            l->shape[0] = e;
+            l->numel = base_l.numel / 3;
+            if (!module_add_leaf(m, MOD(&m->src, vi), (uint32_t)li)) return oom(m);
+        }
+    }
+    return JP_OK;
+}
+
+static jp_code build_source(matcher *m) {
+    size_t n = jp_index_count(m->ix);
+    regex_t *res = NULL;
+    jp_code rc = JP_OK;
+    if (m->o->nrules) {
+        res = calloc(m->o->nrules, sizeof *res);
+        if (!res) return oom(m);
+        for (size_t r = 0; r < m->o->nrules; r++)
+            if (regcomp(&res[r], m->o->rules[2 * r], REG_EXTENDED) != 0) {
+                for (size_t q = 0; q < r; q++) regfree(&res[q]);
+                free(res);
+                return jp_err_set(m->err, JP_ARGUMENT, JP_NO_OFFSET, NULL,
+                                  "rename rule %zu: '%s' is not a valid regular expression", r + 1,
+                                  m->o->rules[2 * r]);
+            }
+    }
+    if (!strtab_init(&m->src.bypath, 4 * n + 4, &m->tmp)) rc = oom(m);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const jp_tensor *t = jp_index_at(m->ix, i);
+        const char *name = res ? rename_source(m, res, t->name) : t->name;
+        size_t ls, ll = jp_name_leaf(name, &ls);
+        jp_spelling sp;
+        jp_role role = jp_role_of(name + ls, ll, &sp);
+        char *path = module_path(&m->tmp, name, ls);
+        char *lk = leaf_key(&m->tmp, name + ls, ll);
+        if (!path || !lk) {
+            rc = oom(m);
+            break;
+        }
+        int64_t li = push_sleaf(m, (uint32_t)i, name, role, lk);
+        int64_t mi = li < 0 ? -1 : find_or_add_module(m, &m->src, path, (uint64_t)i * 4);
+        if (mi < 0 || !module_add_leaf(m, MOD(&m->src, mi), (uint32_t)li)) rc = oom(m);
+    }
+    if (res) {
+        for (size_t r = 0; r < m->o->nrules; r++) regfree(&res[r]);
+        free(res);
+    }
+    size_t nreal = m->src.mods.len;
+    for (size_t i = 0; i < nreal && !rc; i++) rc = add_virtual_qkv(m, (int64_t)i);
+    for (size_t i = 0; i < m->src.mods.len; i++) {
+        module *md = MOD(&m->src, i);
+        md->alias = md->nleaves > 0 && md->parent < 0;
+        for (uint32_t k = 0; k < md->nleaves && md->alias; k++)
+            if (m->alias_of[SL(m, md->leaves[k])->tensor] < 0) md->alias = false;
+    }
+    return rc;
+}
+
+/* The collection a Flax linen variables dict starts with. */
+static size_t skip_collection(const char *path) {
+    static const char *const cols[] = {"params/", "batch_stats/", "params.", "batch_stats.", NULL};
+    for (const char *const *c = cols; *c; c++)
+        if (strncmp(path, *c, strlen(*c)) == 0) return strlen(*c);
+    return 0;
+}
+
+static jp_code build_target(matcher *m) {
+    if (!strtab_init(&m->dst.bypath, m->nspecs + 1, &m->tmp)) return oom(m);
+    for (size_t i = 0; i < m->nspecs; i++) {
+        const char *name = m->specs[i].path + skip_collection(m->specs[i].path);
+        size_t ls, ll = jp_name_leaf(name, &ls);
+        tleaf *l = jp_vec_push(&m->tl);
+        if (!l) return oom(m);
+        l->spec = i;
+        l->role = jp_role_of(name + ls, ll, &l->spelling);
+        l->leafkey = leaf_key(&m->tmp, name + ls, ll);
+        char *path = module_path(&m->tmp, name, ls);
+        if (!l->leafkey || !path) return oom(m);
+        int64_t mi = find_or_add_module(m, &m->dst, path, i);
+        if (mi < 0 || !module_add_leaf(m, MOD(&m->dst, mi), (uint32_t)(m->tl.len - 1))) return oom(m);
+    }
+    return JP_OK;
+}
+
+/* ---- keys */
+
+/* Leading components shared by every module path of a side. */
+static size_t common_components(side *sd) {
+    if (sd->mods.len < 2) return 0;
+    const char *first = MOD(sd, 0)->path;
+    size_t strip = 0;
+    for (;;) {
+        /* the (strip+1)-th component of the first path */
+        const char *p = first;
+        for (size_t k = 0; k < strip; k++) {
+            while (*p && !is_sep(*p)) p++;
+            while (*p && is_sep(*p)) p++;
+        }
+        const char *e = p;
+        while (*e && !is_sep(*e)) e++;
+        if (e == p) return strip;
+        size_t clen = (size_t)(e - p), off = (size_t)(p - first);
+        for (size_t i = 1; i < sd->mods.len; i++) {
+            const char *q = MOD(sd, i)->path;
+            if (MOD(sd, i)->parent >= 0) continue;
+            if (strlen(q) < off + clen || strncmp(q, first, off + clen) != 0 ||
+                (q[off + clen] && !is_sep(q[off + clen])) || !q[off + clen])
+                return strip; /* a module that is the prefix itself would lose its name */
+        }
+        strip++;
+    }
+}
+
+static const char *after_components(const char *p, size_t k) {
+    for (size_t i = 0; i < k; i++) {
+        while (*p && !is_sep(*p)) p++;
+        while (*p && is_sep(*p)) p++;
+    }
+    return p;
+}
+
+static char *key_of(jp_arena *a, const char *path, size_t strip) {
+    const char *p = after_components(path, strip);
+    return leaf_key(a, p, strlen(p));
+}
+
+/* A hint "A=B": source modules under A are the target modules under B. */
+static const char *hinted_path(matcher *m, const char *path) {
+    for (size_t h = 0; h < m->o->nhints; h++) {
+        const char *eq = strchr(m->o->hints[h], '=');
+        if (!eq) continue;
+        size_t al = (size_t)(eq - m->o->hints[h]);
+        if (strncmp(path, m->o->hints[h], al) != 0 || (path[al] && !is_sep(path[al]))) continue;
+        return jp_arena_printf(&m->tmp, "%s%s", eq + 1, path + al);
+    }
+    return NULL;
+}
+
+static jp_code make_keys(matcher *m) {
+    m->src.strip = common_components(&m->src);
+    m->dst.strip = common_components(&m->dst);
+    for (size_t i = 0; i < m->src.mods.len; i++) {
+        module *md = MOD(&m->src, i);
+        const char *h = hinted_path(m, md->path);
+        md->key = h ? key_of(&m->tmp, h, m->dst.strip) : key_of(&m->tmp, md->path, m->src.strip);
+        if (!md->key) return oom(m);
+    }
+    for (size_t i = 0; i < m->dst.mods.len; i++) {
+        module *md = MOD(&m->dst, i);
+        md->key = key_of(&m->tmp, md->path, m->dst.strip);
+        if (!md->key) return oom(m);
+    }
+    return JP_OK;
+}
+
+/* ---- fitting one module to another */
+
+/* For target leaf tl, the source leaf of module s that feeds it, and how. */
+static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tleaf *tl, jp_xform *x) {
+    const jp_leaf_spec *spec = &m->specs[tl->spec];
+    for (uint32_t k = 0; k < s->nleaves; k++) {
+        const sleaf *sl = SL(m, s->leaves[k]);
+        if (sl->role != tl->role) continue;
+        if (tl->role == JP_ROLE_OTHER && strcmp(sl->leafkey, tl->leafkey) != 0) continue;
+        if (jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, spec->ndim,
+                            spec->shape, s->path, t->path,
+                            m->o->flatten.c > 0 ? &m->o->flatten : NULL, x))
+            return s->leaves[k];
+    }
+    (void)t;
+    return -1;
+}
+
+/* Whether every leaf of t has a source in s, and every parameter of s a
+ * leaf in t (buffers JAX does not keep aside): nothing is dropped. */
+static bool fits(matcher *m, const module *s, const module *t) {
+    uint32_t taken = 0;
+    for (uint32_t k = 0; k < t->nleaves; k++) {
+        jp_xform x;
+        int64_t li = fit_leaf(m, s, t, TL(m, t->leaves[k]), &x);
+        if (li < 0) return false;
+        for (uint32_t q = 0; q < s->nleaves; q++)
+            if (s->leaves[q] == (uint32_t)li && q < 32) taken |= 1u << q;
+    }
+    for (uint32_t q = 0; q < s->nleaves && q < 32; q++)
+        if (!(taken & (1u << q)) && SL(m, s->leaves[q])->role != JP_ROLE_COUNTER) return false;
+    return true;
+}
+
+/* ---- pairing by key */
+
+static void pair(matcher *m, int64_t si, int64_t ti) {
+    MOD(&m->src, si)->pair = ti;
+    MOD(&m->dst, ti)->pair = si;
+}
+
+static jp_code pair_by_key(matcher *m) {
+    strtab keys;
+    if (!strtab_init(&keys, m->src.mods.len, &m->tmp)) return oom(m);
+    for (size_t i = m->src.mods.len; i-- > 0;) strtab_add(&keys, MOD(&m->src, i)->key, (int64_t)i);
+    for (size_t ti = 0; ti < m->dst.mods.len; ti++) {
+        module *t = MOD(&m->dst, ti);
+        size_t h = (size_t)jp_hash_str(t->key) & (keys.cap - 1);
+        for (int64_t si = keys.head[h]; si >= 0; si = keys.next[si]) {
+            module *s = MOD(&m->src, si);
+            if (s->pair >= 0 || strcmp(s->key, t->key) != 0) continue;
+            if (fits(m, s, t)) {
+                pair(m, si, (int64_t)ti);
+                break;
+            }
+        }
+    }
+    return JP_OK;
+}
+
+/* ---- pairing by signature and order */
+
+static int cmp_u64(uint64_t a, uint64_t b) { return a < b ? -1 : a > b; }
+
+/* "weight:589824,bias:768" sorted, COUNT left out; OTHER leaves by name. */
+static char *signature(matcher *m, const module *md, bool source) {
+    char items[64][96];
+    int n = 0;
+    for (uint32_t k = 0; k < md->nleaves && n < 64; k++) {
+        jp_role role;
+        const char *lk;
+        uint64_t numel = 1;
+        if (source) {
+            const sleaf *l = SL(m, md->leaves[k]);
+            role = l->role, lk = l->leafkey, numel = l->numel;
+        } else {
+            const tleaf *l = TL(m, md->leaves[k]);
+            const jp_leaf_spec *sp = &m->specs[l->spec];
+            role = l->role, lk = l->leafkey;
+            for (int d = 0; d < sp->ndim; d++) numel *= (uint64_t)sp->shape[d];
+        }
+        if (role == JP_ROLE_COUNTER) continue;
+        snprintf(items[n++], sizeof items[0], "%s:%.48s:%llu", jp_role_name(role),
+                 role == JP_ROLE_OTHER ? lk : "", (unsigned long long)numel);
+    }
+    for (int i = 1; i < n; i++) /* insertion sort: modules have few leaves */
+        for (int j = i; j > 0 && strcmp(items[j - 1], items[j]) > 0; j--) {
+            char tmp[96];
+            memcpy(tmp, items[j], sizeof tmp);
+            memcpy(items[j], items[j - 1], sizeof tmp);
+            memcpy(items[j - 1], tmp, sizeof tmp);
+        }
+    size_t len = 1;
+    for (int i = 0; i < n; i++) len += strlen(items[i]) + 1;
+    char *s = jp_arena_alloc(&m->tmp, len);
+    if (!s) return NULL;
+    s[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        strcat(s, items[i]);
+        strcat(s, ",");
+    }
+    return s;
+}
+
+static const matcher *sort_ctx;
+static bool sort_natural;
+
+static int cmp_src(const void *a, const void *b) {
+    const module *x = MOD(&sort_ctx->src, *(const int64_t *)a), *y = MOD(&sort_ctx->src, *(const int64_t *)b);
+    return cmp_u64(x->order, y->order);
+}
+static int cmp_dst(const void *a, const void *b) {
+    const module *x = MOD(&sort_ctx->dst, *(const int64_t *)a), *y = MOD(&sort_ctx->dst, *(const int64_t *)b);
+    if (sort_natural) {
+        int c = jp_name_natural_cmp(x->path, y->path);
+        if (c) return c;
+    }
+    return cmp_u64(x->order, y->order);
+}
+static int cmp_sig(const void *a, const void *b) {
+    const module *x = *(module *const *)a, *y = *(module *const *)b;
+    return strcmp(x->sig, y->sig);
+}
+
+/* Align one signature group: S source modules, T target modules, both in
+ * their order. Monotone alignment maximising pairs, then name similarity;
+ * a target whose partner differs between best alignments is ambiguous. */
+static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t nt) {
+    if (!ns || !nt) return JP_OK;
+    if (ns == nt) { /* the one full monotone alignment, if every pair fits */
+        bool all = true;
+        for (size_t i = 0; i < ns && all; i++) all = fits(m, MOD(&m->src, S[i]), MOD(&m->dst, T[i]));
+        if (all) {
+            for (size_t i = 0; i < ns; i++) pair(m, S[i], T[i]);
+            return JP_OK;
+        }
+    }
+    if ((uint64_t)(ns + 1) * (nt + 1) > DP_MAX_CELLS) {
+        for (size_t j = 0; j < nt; j++) {
+            MOD(&m->dst, T[j])->ambiguous = true;
+            MOD(&m->dst, T[j])->why = "too many look-alike modules to align (use --hint or rename rules)";
+        }
+        return JP_OK;
+    }
+    size_t w = nt + 1;
+    int64_t *F = malloc((ns + 1) * w * sizeof *F);
+    int64_t *B = malloc((ns + 2) * (w + 1) * sizeof *B);
+    int32_t *sc = malloc(ns * nt * sizeof *sc);
+    if (!F || !B || !sc) {
+        free(F), free(B), free(sc);
+        return oom(m);
+    }
+    for (size_t i = 0; i < ns; i++)
+        for (size_t j = 0; j < nt; j++) {
+            module *s = MOD(&m->src, S[i]), *t = MOD(&m->dst, T[j]);
+            sc[i * nt + j] = fits(m, s, t) ? 1 + jp_name_similarity(s->path, t->path) : -1;
+        }
+#define SC(i, j) (sc[(i) * nt + (j)] < 0 ? INT64_MIN / 4 : (int64_t)MATCH_SCORE + sc[(i) * nt + (j)])
+    for (size_t i = 0; i <= ns; i++)
+        for (size_t j = 0; j <= nt; j++) {
+            int64_t v = 0;
+            if (i && F[(i - 1) * w + j] > v) v = F[(i - 1) * w + j];
+            if (j && F[i * w + j - 1] > v) v = F[i * w + j - 1];
+            if (i && j && F[(i - 1) * w + j - 1] + SC(i - 1, j - 1) > v) v = F[(i - 1) * w + j - 1] + SC(i - 1, j - 1);
+            F[i * w + j] = v;
+        }
+    /* B[i][j]: best over S[i..], T[j..] */
+    size_t bw = nt + 1;
+    for (size_t i = ns + 1; i-- > 0;)
+        for (size_t j = nt + 1; j-- > 0;) {
+            int64_t v = 0;
+            if (i < ns && B[(i + 1) * bw + j] > v) v = B[(i + 1) * bw + j];
+            if (j < nt && B[i * bw + j + 1] > v) v = B[i * bw + j + 1];
+            if (i < ns && j < nt && B[(i + 1) * bw + j + 1] + SC(i, j) > v) v = B[(i + 1) * bw + j + 1] + SC(i, j);
+            B[i * bw + j] = v;
+        }
+    int64_t best = F[ns * w + nt];
+    for (size_t j = 0; j < nt; j++) {
+        int64_t only = -1;
+        int count = 0;
+        char cands[200] = "";
+        for (size_t i = 0; i < ns; i++) {
+            if (sc[i * nt + j] < 0) continue;
+            if (F[i * w + j] + SC(i, j) + B[(i + 1) * bw + j + 1] != best) continue;
+            if (count++ == 0) only = (int64_t)i;
+            size_t cl = strlen(cands);
+            if (cl < sizeof cands - 4)
+                snprintf(cands + cl, sizeof cands - cl, "%s%s", cl ? ", " : "", MOD(&m->src, S[i])->path);
+        }
+        module *t = MOD(&m->dst, T[j]);
+        if (count == 1) {
+            pair(m, S[only], T[j]);
+        } else if (count > 1) {
+            t->ambiguous = true;
+            t->why = jp_arena_printf(m->arena, "equally good sources: %s (pass a hint SRC=%s)", cands, t->path);
+        }
+    }
+#undef SC
+    free(F), free(B), free(sc);
+    return JP_OK;
+}
+
+static jp_code pair_by_signature(matcher *m) {
+    size_t ns = m->src.mods.len, nt = m->dst.mods.len;
+    module **all = jp_arena_alloc_array(&m->tmp, ns + nt + 1, sizeof *all);
+    int64_t *S = jp_arena_alloc_array(&m->tmp, ns + 1, sizeof *S);
+    int64_t *T = jp_arena_alloc_array(&m->tmp, nt + 1, sizeof *T);
+    if (!all || !S || !T) return oom(m);
+    size_t n = 0;
+    for (size_t i = 0; i < ns; i++) {
+        module *md = MOD(&m->src, i);
+        if (md->pair >= 0 || md->alias || !md->nleaves) continue;
+        if (!(md->sig = signature(m, md, true))) return oom(m);
+        all[n++] = md;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        module *md = MOD(&m->dst, i);
+        if (md->pair >= 0) continue;
+        if (!(md->sig = signature(m, md, false))) return oom(m);
+        all[n++] = md;
+    }
+    qsort(all, n, sizeof *all, cmp_sig);
+    module *src0 = ns ? MOD(&m->src, 0) : NULL, *dst0 = nt ? MOD(&m->dst, 0) : NULL;
+    sort_ctx = m;
+    sort_natural = m->o->lib != JP_LIB_EQUINOX;
+    for (size_t a = 0; a < n;) {
+        size_t b = a;
+        size_t cs = 0, ct = 0;
+        while (b < n && strcmp(all[b]->sig, all[a]->sig) == 0) {
+            module *md = all[b];
+            if (md->source) S[cs++] = md - src0;
+            else T[ct++] = md - dst0;
+            b++;
+        }
+        qsort(S, cs, sizeof *S, cmp_src);
+        qsort(T, ct, sizeof *T, cmp_dst);
+        jp_code rc = align_group(m, S, cs, T, ct);
+        if (rc) return rc;
+        a = b;
+    }
+    return JP_OK;
+}
+
+/* ---- the plan */
+
+static bool is_float(jp_dtype dt) {
+    return dt == JP_F16 || dt == JP_BF16 || dt == JP_F32 || dt == JP_F64;
+}
+
+static jp_dtype leaf_dtype(const matcher *m, const jp_leaf_spec *sp) {
+    if (m->o->dtype != JP_DTYPE_INVALID && is_float(sp->dtype)) return m->o->dtype;
+    return sp->dtype;
+}
+
+static void leaf_from_spec(const matcher *m, jp_plan_leaf *pl, const jp_leaf_spec *sp) {
+    pl->name = sp->path;
+    pl->dtype = leaf_dtype(m, sp);
+    pl->ndim = sp->ndim;
+    memcpy(pl->shape, sp->shape, sizeof pl->shape);
+    for (int d = 0; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
+}
+
+static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_xform *x) {
+    jp_plan_part *part = jp_arena_alloc(m->arena, sizeof *part);
+    if (!part) return oom(m);
+    memset(part, 0, sizeof *part);
+    part->source = sl->tensor;
+    part->slice_axis = sl->slice_axis;
+    part->slice_start = sl->slice_start;
+    part->slice_len = sl->slice_len;
+    part->ndim = x->ndim;
+    memcpy(part->shape, x->shape, sizeof part->shape);
+    pl->parts = part;
+    pl->nparts = 1;
+    memcpy(pl->perm, x->perm, sizeof pl->perm);
+    for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
+    pl->flip = x->flip;
+    pl->rule = x->rule;
+    m->used[sl->tensor]++;
+    return JP_OK;
+}
+
+static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
+    size_t n = (size_t)snprintf(out, cap, "(");
+    for (int d = 0; d < ndim && n < cap; d++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (n < cap) snprintf(out + n, cap - n, "%s)", ndim == 1 ? "," : "");
+}
+
+/* Why a target module found no source: the closest source by name. */
+static const char *missing_why(matcher *m, const module *t) {
+    int best = -1;
+    const module *bs = NULL;
+    for (size_t i = 0; i < m->src.mods.len; i++) {
+        const module *s = MOD(&m->src, i);
+        if (!s->nleaves) continue;
+        int sim = jp_name_similarity(s->key, t->key);
+        if (sim > best) best = sim, bs = s;
+    }
+    if (!bs) return "the source has no tensors";
+    char ss[160] = "", *p = ss;
+    for (uint32_t k = 0; k < bs->nleaves && p < ss + sizeof ss - 40; k++) {
+        const sleaf *l = SL(m, bs->leaves[k]);
+        size_t ls, ll = jp_name_leaf(l->name, &ls);
+        p += snprintf(p, (size_t)(ss + sizeof ss - p), "%s%.*s ", k ? ", " : "", (int)ll, l->name + ls);
+        shape_str(p, (size_t)(ss + sizeof ss - p), l->ndim, l->shape);
+        p += strlen(p);
+    }
+    return jp_arena_printf(m->arena, "no source module fits; the closest by name is %s [%s]%s", bs->path, ss,
+                           bs->pair >= 0 ? ", already taken" : "");
+}
+
+static jp_code emit(matcher *m, jp_plan *p) {
+    for (size_t ti = 0; ti < m->dst.mods.len; ti++) {
+        module *t = MOD(&m->dst, ti);
+        const char *why = NULL;
+        if (t->pair < 0) why = t->ambiguous ? t->why : missing_why(m, t);
+        for (uint32_t k = 0; k < t->nleaves; k++) {
+            const tleaf *tl = TL(m, t->leaves[k]);
+            jp_plan_leaf *pl = &p->leaves[tl->spec];
+            leaf_from_spec(m, pl, &m->specs[tl->spec]);
+            if (t->pair < 0) {
+                pl->flags = t->ambiguous ? JP_LEAF_AMBIGUOUS : JP_LEAF_MISSING;
+                pl->rule = why ? why : "no source";
+                continue;
+            }
+            jp_xform x;
+            int64_t li = fit_leaf(m, MOD(&m->src, t->pair), t, tl, &x);
+            if (li < 0) { /* fits() said yes; cannot happen */
+                pl->flags = JP_LEAF_MISSING;
+                pl->rule = "no source";
+                continue;
+            }
+            jp_code rc = set_part(m, pl, SL(m, li), &x);
+            if (rc) return rc;
+        }
+    }
+    return JP_OK;
+}
+
+static jp_code emit_ordered(matcher *m, jp_plan *p) {
+    size_t n = jp_index_count(m->ix), si = 0;
+    for (size_t i = 0; i < m->nspecs; i++) {
+        const tleaf *tl = TL(m, i);
+        jp_plan_leaf *pl = &p->leaves[i];
+        leaf_from_spec(m, pl, &m->specs[i]);
+        while (si < n && (SL(m, si)->role == JP_ROLE_COUNTER || m->alias_of[si] >= 0)) si++;
+        if (si >= n) {
+            pl->flags = JP_LEAF_MISSING;
+            pl->rule = "ordered: the source has no tensors left";
+            continue;
+        }
+        const sleaf *sl = SL(m, si);
+        const jp_leaf_spec *sp = &m->specs[i];
+        jp_xform x;
+        if (!jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, sp->ndim, sp->shape,
+                             sl->name, sp->path, m->o->flatten.c > 0 ? &m->o->flatten : NULL, &x)) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, sl->ndim, sl->shape);
+            shape_str(b, sizeof b, sp->ndim, sp->shape);
+            pl->flags = JP_LEAF_MISSING;
+            pl->rule = jp_arena_printf(m->arena, "ordered: the next source, %s %s, cannot become %s", sl->name, a, b);
+            continue;
+        }
+        jp_code rc = set_part(m, pl, sl, &x);
+        if (rc) return rc;
+        si++;
+    }
+    return JP_OK;
+}
+
+static jp_code list_unused(matcher *m, jp_plan *p) {
+    size_t n = jp_index_count(m->ix), k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!m->used[i]) k++;
+    p->unused = jp_arena_alloc_array(m->arena, k ? k : 1, sizeof *p->unused);
+    if (!p->unused) return oom(m);
+    for (size_t i = 0; i < n; i++) {
+        if (m->used[i]) continue;
+        jp_plan_unused *u = &p->unused[p->nunused++];
+        u->source = (uint32_t)i;
+        const sleaf *sl = SL(m, i);
+        if (sl->role == JP_ROLE_COUNTER) {
+            u->harmless = true;
+            u->why = "a BatchNorm step counter; JAX models do not keep one";
+        } else if (m->alias_of[i] >= 0 && m->used[m->alias_of[i]]) {
+            u->harmless = true;
+            u->why = jp_arena_printf(m->arena, "tied to %s (same storage), which is taken",
+                                     jp_index_at(m->ix, (size_t)m->alias_of[i])->name);
+        } else {
+            u->why = "no leaf of the target takes it";
+        }
+        if (!u->why) return oom(m);
+    }
+    return JP_OK;
+}
+
+jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets, size_t n,
+                 const jp_match_opts *opts, jp_err *err) {
+    jp_err_clear(err);
+    *out = NULL;
+    jp_match_opts defaults = {0};
+    if (!opts) opts = &defaults;
+    if (opts->nrules && !opts->rules)
+        return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "rename rules given without patterns");
+    for (size_t i = 0; i < n; i++)
+        if (!targets[i].path || targets[i].ndim < 0 || targets[i].ndim > JP_MAX_DIMS)
+            return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "target leaf %zu has no path or %d dimensions",
+                              i, (int)targets[i].ndim);
+    jp_plan *p = calloc(1, sizeof *p);
+    if (!p) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory while matching");
+    jp_arena_init(&p->arena);
+    matcher m = {.ix = src, .specs = targets, .nspecs = n, .o = opts, .arena = &p->arena, .err = err};
+    jp_arena_init(&m.tmp);
+    jp_vec_init(&m.sl, sizeof(sleaf));
+    jp_vec_init(&m.tl, sizeof(tleaf));
+    jp_vec_init(&m.src.mods, sizeof(module));
+    jp_vec_init(&m.dst.mods, sizeof(module));
+    size_t ns = jp_index_count(src);
+    m.alias_of = jp_arena_alloc_array(&m.tmp, ns + 1, sizeof *m.alias_of);
+    m.used = jp_arena_alloc_array(&m.tmp, ns + 1, sizeof *m.used);
+    p->n = n;
+    p->leaves = jp_arena_alloc_array(&p->arena, n ? n : 1, sizeof *p->leaves);
+    jp_code rc = (!m.alias_of || !m.used || !p->leaves) ? oom(&m) : JP_OK;
+    if (!rc) {
+        memset(m.used, 0, (ns + 1) * sizeof *m.used);
+        find_aliases(&m);
+        rc = build_source(&m);
+    }
+    if (!rc) rc = build_target(&m);
+    if (!rc && opts->ordered) {
+        rc = emit_ordered(&m, p);
+    } else if (!rc) {
+        rc = make_keys(&m);
+        if (!rc) rc = pair_by_key(&m);
+        if (!rc) rc = pair_by_signature(&m);
+        if (!rc) rc = emit(&m, p);
+    }
+    if (!rc) rc = list_unused(&m, p);
+    jp_vec_free(&m.sl);
+    jp_vec_free(&m.tl);
+    jp_vec_free(&m.src.mods);
+    jp_vec_free(&m.dst.mods);
+    jp_arena_free(&m.tmp);
+    if (rc) {
+        jp_plan_free(p);
+        return rc;
+    }
+    *out = p;
+    return JP_OK;
+}
+
+jp_code jp_plan_check(const jp_plan *p, jp_err *err) {
+    for (size_t i = 0; i < p->n; i++) {
+        const jp_plan_leaf *l = &p->leaves[i];
+        if (l->flags & JP_LEAF_AMBIGUOUS)
+            return jp_err_set(err, JP_AMBIGUOUS, JP_NO_OFFSET, l->name, "%s: %s", l->name, l->rule);
+        if (l->flags & JP_LEAF_MISSING)
+            return jp_err_set(err, JP_MATCH, JP_NO_OFFSET, l->name, "%s: %s", l->name, l->rule);
+    }
+    return JP_OK;
+}

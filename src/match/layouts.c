@@ -1,0 +1,175 @@
+/* Layouts: the transform solver (conventions drawn in layouts.h). */
+#include "layouts.h"
+
+#include <string.h>
+
+static const char *const lib_names[JP_LIB_COUNT] = {"flax", "nnx", "haiku", "equinox"};
+
+const char *jp_lib_name(jp_lib lib) { return (unsigned)lib < JP_LIB_COUNT ? lib_names[lib] : "?"; }
+
+bool jp_lib_from_name(const char *name, jp_lib *out) {
+    for (int i = 0; i < JP_LIB_COUNT; i++)
+        if (strcmp(name, lib_names[i]) == 0) {
+            *out = (jp_lib)i;
+            return true;
+        }
+    if (strcmp(name, "linen") == 0) {
+        *out = JP_LIB_FLAX;
+        return true;
+    }
+    if (strcmp(name, "eqx") == 0) {
+        *out = JP_LIB_EQUINOX;
+        return true;
+    }
+    return false;
+}
+
+/* Words that mark a transposed convolution in either path. */
+static const char *const transpose_words[] = {"transpose", "deconv", "convt", "tconv", "upconv", NULL};
+
+static void xf_init(jp_xform *x, int ndim, const int64_t *shape, const char *rule) {
+    memset(x, 0, sizeof *x);
+    x->ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        x->shape[d] = shape[d];
+        x->perm[d] = d;
+    }
+    x->rule = rule;
+}
+
+/* Whether permuting s by perm gives t. */
+static bool perm_fits(int n, const int64_t *s, const int32_t *perm, const int64_t *t) {
+    for (int d = 0; d < n; d++)
+        if (t[d] != s[perm[d]]) return false;
+    return true;
+}
+
+static bool same_shape(int sn, const int64_t *s, int tn, const int64_t *t) {
+    if (sn != tn) return false;
+    for (int d = 0; d < sn; d++)
+        if (s[d] != t[d]) return false;
+    return true;
+}
+
+/* Whether a and b list the same elements in the same order, only grouped
+ * differently: once size-1 axes are dropped, each axis of one is the product
+ * of consecutive axes of the other ((H*D,) and (H, D); (O,) and (O, 1, 1)).
+ * A transposition is never a regrouping unless the sizes make it one. */
+static bool regrouping(int an, const int64_t *a, int bn, const int64_t *b) {
+    int64_t x[JP_MAX_DIMS], y[JP_MAX_DIMS];
+    int xn = 0, yn = 0;
+    for (int d = 0; d < an; d++)
+        if (a[d] != 1) x[xn++] = a[d];
+    for (int d = 0; d < bn; d++)
+        if (b[d] != 1) y[yn++] = b[d];
+    int i = 0, j = 0;
+    while (i < xn && j < yn) {
+        int64_t px = x[i++], py = y[j++];
+        while (px != py) {
+            if (px < py) {
+                if (i >= xn) return false;
+                px *= x[i++];
+            } else {
+                if (j >= yn) return false;
+                py *= y[j++];
+            }
+        }
+    }
+    return i == xn && j == yn;
+}
+
+/* The rules for a Flax/Haiku kernel. */
+static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, const char *spath,
+                         const char *tpath, const jp_flatten_rule *fl, jp_xform *x) {
+    if (sn == 2 && tn == 2) {
+        if (fl && fl->c > 0 && t[0] == s[1] && t[1] == s[0] && s[1] == fl->c * fl->h * fl->w) {
+            int64_t v[4] = {s[0], fl->c, fl->h, fl->w};
+            xf_init(x, 4, v, "linear kernel after an NCHW flatten (transposed, input reordered to HWC)");
+            x->perm[0] = 2, x->perm[1] = 3, x->perm[2] = 1, x->perm[3] = 0;
+            return true;
+        }
+        if (t[0] == s[1] && t[1] == s[0]) {
+            xf_init(x, 2, s, "linear kernel (transposed)");
+            x->perm[0] = 1, x->perm[1] = 0;
+            return true;
+        }
+        return false;
+    }
+    if (sn == tn && sn >= 3) {
+        int32_t conv[JP_MAX_DIMS], convt[JP_MAX_DIMS];
+        for (int d = 0; d < sn - 2; d++) conv[d] = convt[d] = d + 2;
+        conv[sn - 2] = 1, conv[sn - 1] = 0;
+        convt[sn - 2] = 0, convt[sn - 1] = 1;
+        bool fits_conv = perm_fits(sn, s, conv, t);
+        bool fits_convt = perm_fits(sn, s, convt, t);
+        bool named_t = jp_name_has_word(tpath, transpose_words) || jp_name_has_word(spath, transpose_words);
+        if (fits_convt && (!fits_conv || named_t)) {
+            xf_init(x, sn, s, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
+            memcpy(x->perm, convt, sizeof(int32_t) * (size_t)sn);
+            for (int d = 2; d < sn; d++) x->flip |= 1u << d;
+            return true;
+        }
+        if (fits_conv) {
+            xf_init(x, sn, s, named_t ? "transposed conv kernel, transpose_kernel=True (*k,O,I)"
+                                      : "conv kernel (O,I,*k) to (*k,I,O)");
+            memcpy(x->perm, conv, sizeof(int32_t) * (size_t)sn);
+            return true;
+        }
+        return false;
+    }
+    if (sn == 2 && tn == 3) {
+        if (t[1] * t[2] == s[0] && t[0] == s[1]) { /* q/k/v: (H*D, E) -> (E, H, D) */
+            int64_t v[3] = {t[1], t[2], s[1]};
+            xf_init(x, 3, v, "attention q/k/v kernel (H*D,E) to (E,H,D)");
+            x->perm[0] = 2, x->perm[1] = 0, x->perm[2] = 1;
+            return true;
+        }
+        if (t[0] * t[1] == s[1] && t[2] == s[0]) { /* out: (E, H*D) -> (H, D, E) */
+            int64_t v[3] = {s[0], t[0], t[1]};
+            xf_init(x, 3, v, "attention out kernel (E,H*D) to (H,D,E)");
+            x->perm[0] = 1, x->perm[1] = 2, x->perm[2] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Equinox keeps torch's layouts except a transposed conv's weight. */
+static bool solve_equinox_weight(int sn, const int64_t *s, int tn, const int64_t *t,
+                                 const char *spath, const char *tpath, jp_xform *x) {
+    if (sn == tn && sn >= 3) {
+        int32_t swap[JP_MAX_DIMS];
+        for (int d = 0; d < sn; d++) swap[d] = d;
+        swap[0] = 1, swap[1] = 0;
+        bool fits_swap = perm_fits(sn, s, swap, t);
+        bool same = same_shape(sn, s, tn, t);
+        bool named_t = jp_name_has_word(tpath, transpose_words) || jp_name_has_word(spath, transpose_words);
+        if (fits_swap && (!same || named_t)) {
+            xf_init(x, sn, s, "transposed conv weight (I,O,*k) to (O,I,*k), spatially flipped");
+            memcpy(x->perm, swap, sizeof(int32_t) * (size_t)sn);
+            for (int d = 2; d < sn; d++) x->flip |= 1u << d;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool jp_layout_solve(jp_lib lib, jp_role role, jp_spelling spelling, int sn, const int64_t *s, int tn,
+                     const int64_t *t, const char *spath, const char *tpath,
+                     const jp_flatten_rule *flatten, jp_xform *out) {
+    bool kernel = spelling == JP_SPELL_KERNEL ||
+                  (lib == JP_LIB_HAIKU && role == JP_ROLE_WEIGHT && spelling == JP_SPELL_PLAIN && tn >= 2);
+    if (kernel && lib != JP_LIB_EQUINOX) return solve_kernel(sn, s, tn, t, spath, tpath, flatten, out);
+    if (lib == JP_LIB_EQUINOX && role == JP_ROLE_WEIGHT &&
+        solve_equinox_weight(sn, s, tn, t, spath, tpath, out))
+        return true;
+    if (same_shape(sn, s, tn, t)) {
+        xf_init(out, sn, s, "as is");
+        return true;
+    }
+    if (regrouping(sn, s, tn, t)) {
+        xf_init(out, sn, s, "reshaped");
+        return true;
+    }
+    return false;
+}
