@@ -40,6 +40,8 @@ typedef struct module {
     bool source;
     bool alias;                   /* every leaf is a tied copy of another tensor */
     bool ambiguous;
+ char *last;                   /* last component, canonical (query_proj is query) */
+    char *stem;                   /* the key without its digits: Dense_0 and Dense_1 share one */
     char *sig;
     char *why;                    /* for an ambiguous target: the candidates */
 } module;
@@ -177,6 +179,21 @@ static const char *rename_source(matcher *m, regex_t *res, const char *name) {
     return cur;
 }
 
+/* torch.nn.utils.parametrizations.weight_norm stores a layer's weight as
+ * "parametrizations.weight.original0" (g) and "original1" (v); the older
+ * weight_norm, and JAX ports, call them weight_g and weight_v. */
+static const char *undo_parametrization(matcher *m, const char *name) {
+    static const char *const mid = ".parametrizations.";
+    const char *p = strstr(name, mid);
+    if (!p) return name;
+    const char *param = p + strlen(mid);
+    const char *dot = strchr(param, '.');
+    if (!dot || (strcmp(dot, ".original0") != 0 && strcmp(dot, ".original1") != 0)) return name;
+    const char *out = jp_arena_printf(&m->tmp, "%.*s.%.*s_%c", (int)(p - name), name, (int)(dot - param), param,
+                                      dot[9] == '0' ? 'g' : 'v');
+    return out ? out : name;
+}
+
 /* Two tensors are tied when they view the same bytes the same way. */
 static void find_aliases(matcher *m) {
     size_t n = jp_index_count(m->ix);
@@ -288,7 +305,8 @@ static jp_code build_source(matcher *m) {
     if (!strtab_init(&m->src.bypath, 4 * n + 4, &m->tmp)) rc = oom(m);
     for (size_t i = 0; i < n && !rc; i++) {
         const jp_tensor *t = jp_index_at(m->ix, i);
-        const char *name = res ? rename_source(m, res, t->name) : t->name;
+        const char *name = undo_parametrization(m, t->name);
+        if (res) name = rename_source(m, res, name);
         size_t ls, ll = jp_name_leaf(name, &ls);
         jp_spelling sp;
         jp_role role = jp_role_of(name + ls, ll, &sp);
@@ -397,6 +415,44 @@ static const char *hinted_path(matcher *m, const char *path) {
     return NULL;
 }
 
+/* The last component of a module path, with the spellings of one role
+ * made one: q, q_proj, query_proj and query are "query". */
+static char *last_key(jp_arena *a, const char *path) {
+    size_t ls, ll = jp_name_leaf(path, &ls);
+    char k[KEY_MAX];
+    size_t n = jp_name_key(path + ls, ll, k, sizeof k);
+    static const char *const suffixes[] = {"projection", "proj", NULL};
+    for (const char *const *sfx = suffixes; *sfx; sfx++) {
+        size_t sl = strlen(*sfx);
+        if (n > sl && strcmp(k + n - sl, *sfx) == 0) {
+            k[n -= sl] = '\0';
+            break;
+        }
+    }
+    static const char *const same[][2] = {{"q", "query"}, {"k", "key"}, {"v", "value"}, {"o", "out"},
+                                          {"output", "out"}, {"wq", "query"}, {"wk", "key"}, {"wv", "value"},
+                                          {"wo", "out"}};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+        if (strcmp(k, same[i][0]) == 0) return jp_arena_strdup(a, same[i][1]);
+    return jp_arena_strdup(a, k);
+}
+
+static char *stem_of(jp_arena *a, const char *key) {
+    char *s = jp_arena_strdup(a, key);
+    if (!s) return NULL;
+    size_t n = 0;
+    for (const char *p = key; *p; p++)
+        if (!(*p >= '0' && *p <= '9') && *p != '.') s[n++] = *p;
+    s[n] = '\0';
+    return s;
+}
+
+static jp_code module_keys(matcher *m, module *md) {
+    md->last = last_key(&m->tmp, md->path);
+    md->stem = md->key ? stem_of(&m->tmp, md->key) : NULL;
+    return md->key && md->last && md->stem ? JP_OK : oom(m);
+}
+
 static jp_code make_keys(matcher *m) {
     m->src.strip = common_components(&m->src);
     m->dst.strip = common_components(&m->dst);
@@ -404,12 +460,12 @@ static jp_code make_keys(matcher *m) {
         module *md = MOD(&m->src, i);
         const char *h = hinted_path(m, md->path);
         md->key = h ? key_of(&m->tmp, h, m->dst.strip) : key_of(&m->tmp, md->path, m->src.strip);
-        if (!md->key) return oom(m);
+        if (module_keys(m, md)) return JP_NO_MEMORY;
     }
     for (size_t i = 0; i < m->dst.mods.len; i++) {
         module *md = MOD(&m->dst, i);
         md->key = key_of(&m->tmp, md->path, m->dst.strip);
-        if (!md->key) return oom(m);
+        if (module_keys(m, md)) return JP_NO_MEMORY;
     }
     return JP_OK;
 }
@@ -478,8 +534,33 @@ static jp_code pair_by_key(matcher *m) {
 
 static int cmp_u64(uint64_t a, uint64_t b) { return a < b ? -1 : a > b; }
 
-/* "weight:589824,bias:768" sorted, COUNT left out; OTHER leaves by name. */
-static char *signature(matcher *m, const module *md, bool source) {
+/* Words that make a source module with a 2-d weight an embedding table. */
+static const char *const embedding_words[] = {"emb", "wte", "wpe", "tok", "vocab", "lookup", NULL};
+
+/* What kind of layer a module is, where its leaves say: "E" an embedding
+ * table (a Flax "embedding" is not transposed), "K" a Linear or conv
+ * weight, "" anything else. Equinox spells both "weight", so it has none. */
+static const char *kind_of(matcher *m, const module *md) {
+    if (m->o->lib == JP_LIB_EQUINOX) return "";
+    for (uint32_t k = 0; k < md->nleaves; k++) {
+        if (md->source) {
+            const sleaf *l = SL(m, md->leaves[k]);
+            if (l->role == JP_ROLE_WEIGHT && l->ndim >= 2)
+                return l->ndim == 2 && jp_name_has_word(md->last, embedding_words) ? "E" : "K";
+        } else {
+            const tleaf *l = TL(m, md->leaves[k]);
+            if (l->spelling == JP_SPELL_EMBEDDING) return "E";
+            if (l->spelling == JP_SPELL_KERNEL ||
+                (m->o->lib == JP_LIB_HAIKU && l->role == JP_ROLE_WEIGHT && m->specs[l->spec].ndim >= 2))
+                return "K";
+        }
+    }
+    return "";
+}
+
+/* "weight:589824,bias:768" sorted, COUNT left out; OTHER leaves by name;
+ * with_kind puts the layer kind in front. */
+static char *signature(matcher *m, const module *md, bool source, bool with_kind) {
     char items[64][96];
     int n = 0;
     for (uint32_t k = 0; k < md->nleaves && n < 64; k++) {
@@ -506,11 +587,13 @@ static char *signature(matcher *m, const module *md, bool source) {
             memcpy(items[j], items[j - 1], sizeof tmp);
             memcpy(items[j - 1], tmp, sizeof tmp);
         }
-    size_t len = 1;
+    const char *kind = with_kind ? kind_of(m, md) : "";
+    size_t len = 2 + strlen(kind);
     for (int i = 0; i < n; i++) len += strlen(items[i]) + 1;
     char *s = jp_arena_alloc(&m->tmp, len);
     if (!s) return NULL;
-    s[0] = '\0';
+    strcpy(s, kind);
+    strcat(s, "|");
     for (int i = 0; i < n; i++) {
         strcat(s, items[i]);
         strcat(s, ",");
@@ -541,16 +624,54 @@ static int cmp_sig(const void *a, const void *b) {
 /* Align one signature group: S source modules, T target modules, both in
  * their order. Monotone alignment maximising pairs, then name similarity;
  * a target whose partner differs between best alignments is ambiguous. */
+/* Whether the order of these targets means something: Equinox keeps field
+ * order, and Flax's sorted names keep creation order only among names that
+ * differ in their numbers (Dense_0, Dense_1; layers_0, layers_1). */
+static bool order_means_something(matcher *m, const int64_t *T, size_t nt) {
+    if (m->o->lib == JP_LIB_EQUINOX || nt < 2) return true;
+    for (size_t j = 1; j < nt; j++)
+        if (strcmp(MOD(&m->dst, T[j])->stem, MOD(&m->dst, T[0])->stem) != 0) return false;
+    return true;
+}
+
+/* Pair S[i] with T[i] when the counts agree, the order can be trusted and
+ * every pair fits. */
+static bool pair_in_order(matcher *m, const int64_t *S, size_t ns, const int64_t *T, size_t nt) {
+    if (ns != nt || !ns || !order_means_something(m, T, nt)) return false;
+    for (size_t i = 0; i < ns; i++)
+        if (!fits(m, MOD(&m->src, S[i]), MOD(&m->dst, T[i]))) return false;
+    for (size_t i = 0; i < ns; i++) pair(m, S[i], T[i]);
+    return true;
+}
+
+/* Drop the paired modules from a list. */
+static size_t unpaired(matcher *m, side *sd, int64_t *L, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (MOD(sd, L[i])->pair < 0) L[k++] = L[i];
+    (void)m;
+    return k;
+}
+
 static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t nt) {
     if (!ns || !nt) return JP_OK;
-    if (ns == nt) { /* the one full monotone alignment, if every pair fits */
-        bool all = true;
-        for (size_t i = 0; i < ns && all; i++) all = fits(m, MOD(&m->src, S[i]), MOD(&m->dst, T[i]));
-        if (all) {
-            for (size_t i = 0; i < ns; i++) pair(m, S[i], T[i]);
-            return JP_OK;
-        }
+    /* Modules whose last names agree (query and query_proj) first, in order. */
+    int64_t *a = malloc((ns + nt) * sizeof *a), *b = a ? a + ns : NULL;
+    if (!a) return oom(m);
+    for (size_t j = 0; j < nt; j++) {
+        const char *last = MOD(&m->dst, T[j])->last;
+        if (MOD(&m->dst, T[j])->pair >= 0 || !*last) continue;
+        size_t ka = 0, kb = 0;
+        for (size_t i = 0; i < ns; i++)
+            if (MOD(&m->src, S[i])->pair < 0 && strcmp(MOD(&m->src, S[i])->last, last) == 0) a[ka++] = S[i];
+        for (size_t q = 0; q < nt; q++)
+            if (MOD(&m->dst, T[q])->pair < 0 && strcmp(MOD(&m->dst, T[q])->last, last) == 0) b[kb++] = T[q];
+        pair_in_order(m, a, ka, b, kb);
     }
+    free(a);
+    ns = unpaired(m, &m->src, S, ns);
+    nt = unpaired(m, &m->dst, T, nt);
+    if (!ns || !nt || pair_in_order(m, S, ns, T, nt)) return JP_OK;
     if ((uint64_t)(ns + 1) * (nt + 1) > DP_MAX_CELLS) {
         for (size_t j = 0; j < nt; j++) {
             MOD(&m->dst, T[j])->ambiguous = true;
@@ -616,7 +737,7 @@ static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t
     return JP_OK;
 }
 
-static jp_code pair_by_signature(matcher *m) {
+static jp_code pair_by_signature(matcher *m, bool with_kind) {
     size_t ns = m->src.mods.len, nt = m->dst.mods.len;
     module **all = jp_arena_alloc_array(&m->tmp, ns + nt + 1, sizeof *all);
     int64_t *S = jp_arena_alloc_array(&m->tmp, ns + 1, sizeof *S);
@@ -626,13 +747,13 @@ static jp_code pair_by_signature(matcher *m) {
     for (size_t i = 0; i < ns; i++) {
         module *md = MOD(&m->src, i);
         if (md->pair >= 0 || md->alias || !md->nleaves) continue;
-        if (!(md->sig = signature(m, md, true))) return oom(m);
+        if (!(md->sig = signature(m, md, true, with_kind))) return oom(m);
         all[n++] = md;
     }
     for (size_t i = 0; i < nt; i++) {
         module *md = MOD(&m->dst, i);
-        if (md->pair >= 0) continue;
-        if (!(md->sig = signature(m, md, false))) return oom(m);
+        if (md->pair >= 0 || md->ambiguous) continue;
+        if (!(md->sig = signature(m, md, false, with_kind))) return oom(m);
         all[n++] = md;
     }
     qsort(all, n, sizeof *all, cmp_sig);
@@ -849,7 +970,8 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     } else if (!rc) {
         rc = make_keys(&m);
         if (!rc) rc = pair_by_key(&m);
-        if (!rc) rc = pair_by_signature(&m);
+        if (!rc) rc = pair_by_signature(&m, true);
+        if (!rc) rc = pair_by_signature(&m, false);
         if (!rc) rc = emit(&m, p);
     }
     if (!rc) rc = list_unused(&m, p);
