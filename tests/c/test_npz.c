@@ -180,15 +180,16 @@ static void test_npy_malformed(void) {
     }
     /* The messages say what to do. */
     uint8_t buf[256];
+    static const uint8_t zeros[2] = {0};
     jp_index *ix;
     jp_err err;
     size_t n = npy(buf, 1, "{'descr': '|O', 'fortran_order': False, 'shape': (), }", "", 0);
     CHECK_EQ_U64(jp_index_open_memory(&ix, buf, n, "o.npy", NULL, &err), JP_UNSUPPORTED);
     CHECK(strstr(err.msg, "allow_pickle") != NULL);
-    n = npy(buf, 1, "{'descr': '<V1', 'fortran_order': False, 'shape': (), }", "", 1);
+    n = npy(buf, 1, "{'descr': '<V1', 'fortran_order': False, 'shape': (), }", zeros, 1);
     CHECK_EQ_U64(jp_index_open_memory(&ix, buf, n, "f8.npy", NULL, &err), JP_DTYPE);
     CHECK(strstr(err.msg, "view(np.uint8)") != NULL);
-    n = npy(buf, 1, "{'descr': '|V2', 'fortran_order': False, 'shape': (), }", "", 2);
+    n = npy(buf, 1, "{'descr': '|V2', 'fortran_order': False, 'shape': (), }", zeros, 2);
     CHECK_EQ_U64(jp_index_open_memory(&ix, buf, n, "v2.npy", NULL, &err), JP_DTYPE);
     CHECK(strstr(err.msg, "view(ml_dtypes.bfloat16)") != NULL);
 }
