@@ -45,25 +45,9 @@ jp_code jp_read_eqx(jp_index *ix, const uint8_t *data, size_t len, jp_err *err) 
             return jp_err_set(err, JP_TRUNCATED, at, name,
                               "the record needs %llu data bytes, but only %zu remain",
                               (unsigned long long)h.nbytes, jp_cur_left(&c));
-        jp_tensor *t = jp_index_new_tensor(ix, name, (size_t)name_len);
-        if (!t)
-            return jp_err_set(err, ix->tensors.len >= JP_LIMIT_TENSORS ? JP_LIMIT : JP_NO_MEMORY, at,
-                              name, "no room for another record");
-        t->dtype = h.dtype;
-        t->ndim = h.ndim;
-        memcpy(t->shape, h.shape, sizeof t->shape);
-        if (h.fortran_order) {
-            int64_t s = 1;
-            for (int d = 0; d < t->ndim; d++) {
-                t->strides[d] = s;
-                s *= t->shape[d] > 0 ? t->shape[d] : 1;
-            }
-        } else {
-            jp_tensor_default_strides(t);
-        }
-        t->storage = ix->nstorages++;
         const uint8_t *span = jp_cur_take(&c, (size_t)h.nbytes);
-        if ((rc = jp_index_place(ix, t, span, h.nbytes, at, 0, name, err))) return rc;
+        if ((rc = jp_npy_add_tensor(ix, &h, name, (size_t)name_len, span, at, false, name, err)))
+            return rc;
     }
     return JP_OK;
 }

@@ -183,6 +183,10 @@ static bool has_prefix(const uint8_t *d, size_t len, const char *magic, size_t n
 
 jp_code jp_index_read_any(jp_index *ix, const uint8_t *d, size_t len, jp_err *err) {
     if (has_prefix(d, len, "PK\x03\x04", 4) || has_prefix(d, len, "PK\x05\x06", 4)) {
+        if (jp_npz_sniff(d, len)) {
+            ix->format = JP_FORMAT_NPZ;
+            return jp_read_npz(ix, d, len, err);
+        }
         ix->format = JP_FORMAT_TORCH_ZIP;
         return jp_read_torch_zip(ix, d, len, err);
     }
@@ -198,9 +202,14 @@ jp_code jp_index_read_any(jp_index *ix, const uint8_t *d, size_t len, jp_err *er
         ix->format = JP_FORMAT_MSGPACK;
         return jp_read_msgpack(ix, d, len, err);
     }
-    if (has_prefix(d, len, "\x93NUMPY", 6) && jp_eqx_sniff(d, len)) {
-        ix->format = JP_FORMAT_EQX;
-        return jp_read_eqx(ix, d, len, err);
+    /* One record is a .npy; more are Equinox's sequence of them. */
+    if (has_prefix(d, len, "\x93NUMPY", 6)) {
+        if (jp_eqx_sniff(d, len)) {
+            ix->format = JP_FORMAT_EQX;
+            return jp_read_eqx(ix, d, len, err);
+        }
+        ix->format = JP_FORMAT_NPY;
+        return jp_read_npy(ix, d, len, err);
     }
     return jp_err_set(err, JP_FORMAT, 0, NULL,
                       "not a file jaxport reads (it starts with bytes %02x %02x %02x %02x)",

@@ -81,6 +81,21 @@ jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err 
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_eqx(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_npy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_npz(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+/* Whether a zip archive is numpy's (its first member is an .npy, or it has
+ * none) rather than torch's. */
+bool jp_npz_sniff(const uint8_t *data, size_t len);
+
+/* Add the array an npy header describes (npz.c; also used by eqx.c). Its
+ * h->nbytes data bytes are at `data`, at file offset `at`; `owned` when they
+ * are in a buffer of the index (an inflated member). Fortran order becomes
+ * column-major strides; big-endian data are byte-swapped into a buffer of
+ * the index. */
+struct jp_npy_header;
+jp_code jp_npy_add_tensor(jp_index *ix, const struct jp_npy_header *h, const char *name,
+                          size_t name_len, const uint8_t *data, uint64_t at, bool owned,
+                          const char *member, jp_err *err);
 /* Whether an npy-looking file holds more than one record (Equinox). */
 bool jp_eqx_sniff(const uint8_t *data, size_t len);
 

@@ -16,16 +16,26 @@
 
 #include "npyhdr.h"
 
-/* The descr numpy writes for each dtype it can read back. bfloat16 has no
- * numpy descr of its own: numpy.save writes "<V2" and jnp.load views V2 as
- * bfloat16; the other ml_dtypes kinds would all be "|V1" and are left out. */
+/* The descr numpy writes for each dtype it can read back, then descrs that
+ * are only read. ml_dtypes types reach numpy.save as their dtype.str:
+ *   bfloat16 -> "<V2": the only 2-byte ml_dtypes type, and a void that numpy
+ *               itself writes as "|V2", so "<V2" (or ">V2") is read as
+ *               bfloat16, as jnp.load does; "|V2" is refused as plain bytes.
+ *   float8_e5m2 -> "<f1": no other type is a 1-byte float, so it is read;
+ *               never written, since numpy.load cannot read it.
+ *   every other float8, float6, float4, int4, int2 -> "<V1": which one is
+ *               lost, so these are refused (read_descr says what to do). */
 static const struct {
     jp_dtype dtype;
     const char *descr;
+    bool read_only;
 } descrs[] = {
-    {JP_BOOL, "|b1"}, {JP_U8, "|u1"},  {JP_I8, "|i1"},   {JP_U16, "<u2"},  {JP_I16, "<i2"},
-    {JP_U32, "<u4"},  {JP_I32, "<i4"}, {JP_U64, "<u8"},  {JP_I64, "<i8"},  {JP_F16, "<f2"},
-    {JP_BF16, "<V2"}, {JP_F32, "<f4"}, {JP_F64, "<f8"},  {JP_C64, "<c8"},  {JP_C128, "<c16"},
+    {JP_BOOL, "|b1", false}, {JP_U8, "|u1", false},  {JP_I8, "|i1", false},
+    {JP_U16, "<u2", false},  {JP_I16, "<i2", false}, {JP_U32, "<u4", false},
+    {JP_I32, "<i4", false},  {JP_U64, "<u8", false}, {JP_I64, "<i8", false},
+    {JP_F16, "<f2", false},  {JP_BF16, "<V2", false}, {JP_F32, "<f4", false},
+    {JP_F64, "<f8", false},  {JP_C64, "<c8", false}, {JP_C128, "<c16", false},
+    {JP_F8_E5M2, "<f1", true},
 };
 
 /* ---------------------------------------------------------------- reading */
@@ -95,6 +105,25 @@ static jp_code read_descr(text *t, jp_npy_header *h) {
     char order = skip ? (char)s[0] : '=';
     const uint8_t *kind = s + skip;
     size_t kind_len = len - skip;
+    int shown = (int)(len < 32 ? len : 32);
+    if (kind_len > 0 && kind[0] == 'O')
+        return jp_err_set(t->err, JP_UNSUPPORTED, at, t->member,
+                          "an object array ('%.*s'): its data are a pickle, which np.load reads "
+                          "only with allow_pickle=True; jaxport never unpickles array data",
+                          shown, (const char *)s);
+    if (kind_len == 2 && memcmp(kind, "V1", 2) == 0)
+        return jp_err_set(t->err, JP_DTYPE, at, t->member,
+                          "1-byte void elements ('%.*s'): numpy saves every ml_dtypes float8 "
+                          "(but float8_e5m2), float6, float4 and 4-bit int so, and which one it "
+                          "was is lost; save arr.view(np.uint8) and view it back, or use a format "
+                          "that keeps the dtype (safetensors, flax msgpack)",
+                          shown, (const char *)s);
+    if (kind_len == 2 && memcmp(kind, "V2", 2) == 0 && order != '<' && order != '>')
+        return jp_err_set(t->err, JP_DTYPE, at, t->member,
+                          "2-byte void elements ('%.*s'): ml_dtypes.bfloat16 is saved as '<V2', "
+                          "this is numpy's plain void; if they are bfloat16, save "
+                          "arr.view(ml_dtypes.bfloat16)",
+                          shown, (const char *)s);
     for (size_t i = 0; i < sizeof descrs / sizeof descrs[0]; i++) {
         const char *d = descrs[i].descr + 1;
         if (strlen(d) == kind_len && memcmp(d, kind, kind_len) == 0) {
@@ -104,7 +133,7 @@ static jp_code read_descr(text *t, jp_npy_header *h) {
         }
     }
     return jp_err_set(t->err, JP_DTYPE, at, t->member, "an array of dtype '%.*s', which jaxport does not read",
-                      (int)(len < 32 ? len : 32), (const char *)s);
+                      shown, (const char *)s);
 }
 
 static jp_code read_shape(text *t, jp_npy_header *h) {
@@ -206,7 +235,7 @@ jp_code jp_npy_header_parse(jp_cur *c, jp_npy_header *h, const char *member, jp_
 size_t jp_npy_header_format(uint8_t *out, jp_dtype dtype, int32_t ndim, const int64_t *shape) {
     const char *descr = NULL;
     for (size_t i = 0; i < sizeof descrs / sizeof descrs[0]; i++)
-        if (descrs[i].dtype == dtype) descr = descrs[i].descr;
+        if (descrs[i].dtype == dtype && !descrs[i].read_only) descr = descrs[i].descr;
     if (!descr || ndim < 0 || ndim > JP_MAX_DIMS) return 0;
     /* The dict as numpy's _write_array_header spells it, from offset 10. */
     char *dict = (char *)out + 10;

@@ -22,8 +22,10 @@ typedef struct jp_npy_header {
 /* Parse the header at the cursor: magic, version (1.0, 2.0, 3.0), length
  * and the Python dict {'descr': ..., 'fortran_order': ..., 'shape': ...}.
  * On success the cursor stands at the first data byte; the data are not
- * checked. "<V2" is read as bfloat16, as jnp.load does. `member` names the
- * record in messages. */
+ * checked. "<V2" is read as bfloat16, as jnp.load does; npyhdr.c lists
+ * the other ml_dtypes descrs and which are refused. Object arrays ("|O")
+ * are JP_UNSUPPORTED, other dtypes JP_DTYPE. `member` names the record in
+ * messages. */
 jp_code jp_npy_header_parse(jp_cur *c, jp_npy_header *h, const char *member, jp_err *err);
 
 /* The header numpy.save writes for a C-order array of this dtype and shape,

@@ -10,6 +10,7 @@ static const struct jp_sink_ops *const writers[] = {
     NULL, /* placeholder so the table is never empty */
     &jp_sink_msgpack,
     &jp_sink_eqx,
+    &jp_sink_npz,
 };
 
 static const struct jp_sink_ops *find_writer(const char *path, jp_format format) {

@@ -74,5 +74,6 @@ struct jp_sink_ops {
 /* The writers, each in its format's file. */
 extern const struct jp_sink_ops jp_sink_msgpack;
 extern const struct jp_sink_ops jp_sink_eqx;
+extern const struct jp_sink_ops jp_sink_npz;
 
 #endif /* JP_SINK_H */
