@@ -221,8 +221,13 @@ class _Node:
         ct_avals = [a for a, d in zip(self.out_avals, diff_out) if d]
         grad_avals = [a for a, d in zip(self.in_avals, diff_in) if d]
         paths = [f"gradient of input {i}" for i, d in enumerate(diff_in) if d]
+        # Under vmap with "expand_dims", an unbatched input reaches torch with
+        # a leading axis of 1, and its gradient would come back summed over
+        # the batch; JAX wants one per batch element, which "broadcast_all"
+        # (the input tiled to the batch) gives.
+        method = "broadcast_all" if self.vmap_method == "expand_dims" else self.vmap_method
         return _Node(vjp_tfn, list(self.in_avals) + ct_avals, list(diff_in) + [True] * len(ct_avals),
-                     grad_avals, paths, self.vmap_method)
+                     grad_avals, paths, method)
 
 
 # --- wrap -------------------------------------------------------------------
@@ -258,7 +263,20 @@ class _Wrapped:
 
     def __call__(self, *args, **kwargs):
         node, dyn, out_tree = self._node_for(args, kwargs)
-        out = node.call(*dyn)
+        try:
+            out = node.call(*dyn)
+        except BridgeError:
+            raise
+        except (jax.errors.JaxRuntimeError, ValueError) as e:
+            # Called outside jit, a BridgeError raised in the callback comes
+            # back wrapped by XLA; give it back its class. (Under jit it
+            # surfaces at the jitted call, as a JaxRuntimeError whose
+            # message holds the BridgeError's.)
+            msg = str(e)
+            tag = "BridgeError: "
+            if tag in msg:
+                raise BridgeError(msg[msg.rindex(tag) + len(tag):].strip()) from e
+            raise
         return jax.tree_util.tree_unflatten(out_tree, out)
 
     def _node_for(self, args, kwargs, run_example=False):
@@ -397,7 +415,9 @@ def wrap_module(module, *, out_shapes=None, example_args=None, vmap_method="sequ
     with the names of ``module.state_dict()``; ``apply_fn(variables, *inputs,
     **kw)`` runs the module through ``torch.func.functional_call`` and is
     differentiable with respect to the params and the inputs (the buffers get
-    zero gradients). The module is put in eval mode (training mode would
+    zero gradients). Buffers that are not floating point (BatchNorm's
+    num_batches_tracked) stay in the module and are not in ``variables``.
+    The module is put in eval mode (training mode would
     update buffers such as BatchNorm's running statistics in place, a side
     effect a JAX function may not have). The arrays are copies made now;
     64-bit parameters become 32-bit unless jax_enable_x64 is on.
@@ -407,7 +427,10 @@ def wrap_module(module, *, out_shapes=None, example_args=None, vmap_method="sequ
         raise BridgeError(f"wrap_module takes a torch.nn.Module, not {type(module).__name__}")
     module.eval()
     params = {n: _tensor_to_jax(p, f"parameter {n!r}") for n, p in module.named_parameters()}
-    buffers = {n: _tensor_to_jax(b, f"buffer {n!r}") for n, b in module.named_buffers()}
+    # Integer buffers (BatchNorm's num_batches_tracked) are only read in
+    # training mode; left in the module, they keep jax.grad(variables) legal.
+    buffers = {n: _tensor_to_jax(b, f"buffer {n!r}") for n, b in module.named_buffers()
+               if b.is_floating_point()}
 
     def call(params, buffers, *args, **kwargs):
         if module.training:
