@@ -87,6 +87,8 @@ _SAME_WIDTH_INT = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 def _to_torch(a):
     """A host array (jax or numpy) as a torch tensor sharing its memory."""
     torch = _torch()
+    if isinstance(a, jax.Array):
+        a = np.asarray(a)  # on CPU a view, and faster than the array's own DLPack export
     if isinstance(a, np.ndarray) and not _numpy_native(a.dtype):
         # numpy cannot export ml_dtypes arrays through DLPack: view the bytes
         # as a same-width integer, then reinterpret them in torch.
@@ -129,6 +131,56 @@ def _check_jax_dtype(dtype, path):
             "or enable jax_enable_x64")
 
 
+# --- the host call -------------------------------------------------------------
+
+# jax.pure_callback hands its Python function jax arrays, which it makes with
+# jax.device_put from XLA's host buffers: a copy and about 75 us per argument
+# on CPU (jax 0.10), which dominates a call with a module's parameters. The
+# primitive below is pure_callback without that step: the same lowering
+# (jax._src.callback.emit_python_callback), the same vmap rule (the FFI's,
+# with vmap_method), but its Python function gets XLA's read-only numpy views
+# of the argument buffers. These are private JAX functions: if they are not
+# there (another JAX version), the bridge uses jax.pure_callback instead.
+# Set JAXPORT_BRIDGE_PURE_CALLBACK=1 to force that path.
+
+_PRIM = []
+
+
+def _host_call_primitive():
+    if not _PRIM:
+        _PRIM.append(_make_host_call_primitive())
+    return _PRIM[0]
+
+
+def _make_host_call_primitive():
+    import os
+    if os.environ.get("JAXPORT_BRIDGE_PURE_CALLBACK"):
+        return None
+    try:
+        from jax._src import callback as jcb
+        from jax._src import core as jcore
+        from jax._src import dispatch, ffi
+        from jax._src.interpreters import batching, mlir
+        emit, op_sharding = jcb.emit_python_callback, jcb._callback_op_sharding
+        prim = jcore.Primitive("jaxport_torch_call")
+        prim.multiple_results = True
+        dispatch.prim_requires_devices_during_lowering.add(prim)
+        prim.def_impl(functools.partial(dispatch.apply_primitive, prim))
+        prim.def_abstract_eval(lambda *avals, host, result_avals, vmap_method: result_avals)
+        batching.primitive_batchers[prim] = functools.partial(ffi.ffi_batching_rule, prim)
+
+        def lowering(ctx, *args, host, result_avals, vmap_method):
+            sharding = op_sharding(ctx.module_context.axis_context, None, ctx.avals_out)
+            result, _, _ = emit(ctx, host, None, list(args), ctx.avals_in, ctx.avals_out,
+                                has_side_effect=False, returns_token=False, sharding=sharding)
+            return result
+
+        mlir.register_lowering(prim, lowering, cacheable=False)
+        return prim
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
 # --- one flat torch function as a differentiable JAX function ---------------
 
 
@@ -162,10 +214,16 @@ class _Node:
             return self._backward(xs, cts)
 
         call.defvjp(fwd, bwd)
-        self.call = call
+        # jit: called outside any transformation, one cached dispatch instead
+        # of the custom_vjp machinery run op by op; inside one, it inlines.
+        self.call = jax.jit(call)
 
     def _callback(self, xs):
-        return jax.pure_callback(self._host, self.out_avals, *xs, vmap_method=self.vmap_method)
+        prim = _host_call_primitive()
+        if prim is None:
+            return jax.pure_callback(self._host, self.out_avals, *xs, vmap_method=self.vmap_method)
+        avals = tuple(jax.core.ShapedArray(a.shape, a.dtype) for a in self.out_avals)
+        return prim.bind(*xs, host=self._host, result_avals=avals, vmap_method=self.vmap_method)
 
     def _host(self, *arrays):
         torch = _torch()
