@@ -1,21 +1,25 @@
 """The runtime bridge: call PyTorch code from JAX, under jit, grad, vjp and vmap.
 
 ``wrap(fn)`` turns a function of torch tensors into a function of JAX arrays.
-Each call becomes one ``jax.pure_callback`` whose host function hands the
-arrays to torch (DLPack, no copy), runs ``fn`` under ``torch.no_grad`` and
-hands torch's results back (no copy until XLA copies them into its own output
-buffers). Gradients go through ``jax.custom_vjp``: the backward pass is itself
-a wrapped torch function, the ``torch.func.vjp`` of the forward one, so it can
-be differentiated again (grad of grad), to any order.
+Each call becomes one host callback (the lowering of ``jax.pure_callback``)
+whose Python function hands XLA's buffers to torch through DLPack, runs ``fn``
+under ``torch.no_grad`` and hands torch's results back. Gradients go through
+``jax.custom_vjp``: the backward pass is itself a wrapped torch function, the
+``torch.func.vjp`` of the forward one, so it can be differentiated again (grad
+of grad), to any order.
 
 Where bytes are copied, per call, on CPU:
-  - inputs: XLA hands the callback a read-only view of its buffer, and
-    ``jax.pure_callback`` copies it once into a fresh jax array (its own
-    ``device_put``); torch then views that array through DLPack;
-  - outputs: torch's result is viewed as numpy (DLPack, or a same-width
+  - inputs: none made by the bridge. torch views the buffers XLA hands the
+    callback (read-only numpy views, exported through DLPack). XLA itself may
+    hand a copy: on CPU with jax 0.10 the address torch sees differs from that
+    of the jax array passed to a jitted function. With the fallback
+    to the public ``jax.pure_callback`` (see _host_call_primitive), JAX copies
+    each argument once into a fresh jax array before torch views it.
+  - outputs: one. torch's result is viewed as numpy (DLPack, or a same-width
     integer view for bfloat16 and float8) and XLA copies it into the result
-    buffer it owns.
-  On an accelerator, JAX moves the arguments to the host and the results back
+    buffer it owns. A non-contiguous result is made contiguous first (a
+    second copy, by torch).
+  On an accelerator, XLA moves the arguments to the host and the results back
   (the pure_callback contract), and torch runs on CPU.
 
 torch, flax and equinox are imported only when a function here is used, so
@@ -292,7 +296,7 @@ class _Node:
 
 
 def _is_array(x):
-    return isinstance(x, (jax.Array, np.ndarray, np.generic)) or isinstance(x, jax.core.Tracer)
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))  # tracers are jax.Arrays
 
 
 def _struct(x):

@@ -105,6 +105,15 @@ def test_public_pure_callback_path(monkeypatch):
     close(h(b), (b * 2, b.astype(jnp.float32)))
 
 
+def test_jacobians_reverse_only():
+    f = jaxport.wrap(lambda x: torch.sin(x) * x.sum())
+    ref = lambda x: jnp.sin(x) * x.sum()  # noqa: E731
+    x = rand(4, 3)
+    close(jax.jit(jax.jacrev(jax.jacrev(f)))(x), jax.jacrev(jax.jacrev(ref))(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jacfwd(f)(x)
+
+
 def test_vmap_sequential_and_batched_methods():
     x, pair = fn_args()
     xs = jnp.stack([x, x + 1, x * 2])
