@@ -337,7 +337,7 @@ class _Wrapped:
             msg = str(e)
             tag = "BridgeError: "
             if tag in msg:
-                raise BridgeError(msg[msg.rindex(tag) + len(tag):].strip()) from e
+                raise BridgeError(msg[msg.rindex(tag) + len(tag):].splitlines()[0]) from e
             raise
         return jax.tree_util.tree_unflatten(out_tree, out)
 
