@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 from flax import nnx
@@ -308,19 +309,10 @@ def test_nnx_wrapper_inside_jitted_model():
     close(grads["head"]["kernel"][...], gk, rtol=1e-4, atol=1e-4)
     assert "buffers" not in grads["body"]  # BatchStat is not a Param: not differentiated
     # one optimizer step moves the torch part's params like any other Param
-    opt = nnx.Optimizer(model, __import__("optax").sgd(0.1), wrt=nnx.Param) if _has_optax() else None
-    if opt is not None:
-        before = model.body.params["0.weight"][...]
-        opt.update(model, grads)
-        close(model.body.params["0.weight"][...], before - 0.1 * gp["0.weight"], rtol=1e-4, atol=1e-5)
-
-
-def _has_optax():
-    try:
-        import optax  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    before = model.body.params["0.weight"][...]
+    opt.update(model, grads)
+    close(model.body.params["0.weight"][...], before - 0.1 * gp["0.weight"], rtol=1e-4, atol=1e-5)
 
 
 def test_equinox_wrapper_inside_jitted_model():
