@@ -6,7 +6,19 @@ from .io import load
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "load", "open_index", "__version__"]
+__all__ = ["JaxportError", "load", "open_index", "__version__",
+           "wrap", "wrap_module", "wrap_nnx", "wrap_eqx"]
+
+# The runtime bridge imports jax (and torch, flax, equinox when used) only
+# when one of its names is first asked for.
+_BRIDGE = ("wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "BridgeError")
+
+
+def __getattr__(name):
+    if name in _BRIDGE:
+        from . import bridge
+        return getattr(bridge, name)
+    raise AttributeError(f"module 'jaxport' has no attribute {name!r}")
 
 
 def open_index(path, *, allow_unsafe=False):
