@@ -3,10 +3,11 @@
 from . import _core
 from .errors import JaxportError
 from .io import load
+from .match import Plan, match
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "load", "open_index", "__version__",
+__all__ = ["JaxportError", "Plan", "load", "match", "open_index", "__version__",
            "wrap", "wrap_module", "wrap_nnx", "wrap_eqx"]
 
 # The runtime bridge imports jax (and torch, flax, equinox when used) only

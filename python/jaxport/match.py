@@ -1,0 +1,148 @@
+"""jaxport.match: pair a checkpoint's tensors with the leaves of a JAX model.
+
+The pairing is done in C (src/match); this module only flattens the target
+model into (path, shape, dtype) leaves, tells which library built it, and
+wraps the resulting plan.
+"""
+
+import json
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Plan", "match", "target_leaves", "detect_library"]
+
+
+def detect_library(like):
+    """'flax', 'nnx', 'equinox' or 'haiku', from the object itself."""
+    try:
+        import equinox as eqx
+    except ImportError:
+        eqx = None
+    if eqx is not None:
+        first = like[0] if isinstance(like, tuple) and like else like
+        if isinstance(first, eqx.Module):
+            return "equinox"
+    try:
+        from flax import nnx
+    except ImportError:
+        nnx = None
+    if nnx is not None and isinstance(like, nnx.Module | nnx.State):
+        return "nnx"
+    from . import trees
+    names, _ = trees.flatten(like)
+    last = {n.rsplit("/", 1)[-1] for n in names}
+    if ("w" in last or "offset" in last) and "kernel" not in last:
+        return "haiku"
+    return "flax"
+
+
+def target_leaves(like, to=None):
+    """(library, [(path, shape, dtype name)]) for a JAX model or its params."""
+    from . import trees
+    lib = to or detect_library(like)
+    if lib == "nnx":
+        from flax import nnx
+        if isinstance(like, nnx.Module):
+            like = nnx.state(like)
+    if lib == "equinox":
+        names, leaves = trees.eqx_flatten(like)
+    else:
+        names, leaves = trees.flatten(like)
+    specs = []
+    for name, leaf in zip(names, leaves):
+        shape = tuple(getattr(leaf, "shape", ()))
+        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).name
+        specs.append((name, shape, dtype))
+    return lib, specs
+
+
+def _index(src, allow_unsafe):
+    if isinstance(src, _core.Index):
+        return src
+    return _core.open(str(src), allow_unsafe=allow_unsafe)
+
+
+class Plan:
+    """What goes where: for each target leaf, the source tensor(s) and the
+    transforms. ``print(plan)`` shows a table; ``plan.save(path)`` writes the
+    editable mapping file that ``match(..., mapping=path)`` reads back."""
+
+    def __init__(self, text, index, library):
+        self.json = text
+        self.data = json.loads(text)
+        self.index = index
+        self.library = library
+
+    @property
+    def leaves(self):
+        return self.data["leaves"]
+
+    @property
+    def unused(self):
+        return self.data["unused"]
+
+    @property
+    def problems(self):
+        """Leaves without a source: (path, reason)."""
+        return [(l["leaf"], l.get("missing") or l.get("ambiguous")) for l in self.leaves if "from" not in l]
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.json)
+            f.write("\n")
+
+    def __str__(self):
+        rows = []
+        for l in self.leaves:
+            shape = "x".join(str(d) for d in l["shape"]) or "scalar"
+            if "from" in l:
+                src = " + ".join(p["tensor"] + (f"[{p['slice'][1]}:{p['slice'][1] + p['slice'][2]}]" if "slice" in p else "")
+                                 for p in l["from"])
+                rows.append((l["leaf"], shape, src, l.get("rule", "")))
+            else:
+                tag = "AMBIGUOUS" if "ambiguous" in l else "MISSING"
+                rows.append((l["leaf"], shape, tag, l.get("missing") or l.get("ambiguous")))
+        w = [max([len(r[i]) for r in rows] + [4]) for i in range(3)]
+        out = [f"{'leaf':<{w[0]}}  {'shape':<{w[1]}}  {'source':<{w[2]}}  rule"]
+        out += [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows]
+        for u in self.unused:
+            out.append(f"unused: {u['tensor']}: {u['why']}")
+        n_ok = sum(1 for l in self.leaves if "from" in l)
+        out.append(f"{n_ok}/{len(self.leaves)} leaves paired, {len(self.unused)} source tensors unused")
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+
+def match(src, like, *, to=None, hints=(), rules=None, ordered=False, flatten=None, dtype=None,
+          mapping=None, allow_unsafe=False):
+    """Pair the tensors of `src` (a path jaxport reads, or an open index) with
+    the leaves of `like` (Flax params or variables, an NNX module or State, an
+    Equinox module, Haiku params) and return the Plan.
+
+    hints: "src_module=target_module" strings for pairs the matcher cannot
+    tell apart; rules: {regex: replacement} applied to source names first;
+    ordered: pair leaf by leaf in order (statedict2pytree's way); flatten:
+    (C, H, W) of the feature map a Linear flattens after a conv stack, for an
+    NHWC target; dtype: cast floating leaves; mapping: a saved plan to use
+    instead of matching (refused if it was made for other models).
+    """
+    index = _index(src, allow_unsafe)
+    lib, specs = target_leaves(like, to)
+    rule_list = []
+    for pattern, replacement in (rules or {}).items():
+        rule_list += [pattern, replacement]
+    mapping_text = None
+    if mapping is not None:
+        with open(mapping, encoding="utf-8") as f:
+            mapping_text = f.read()
+    text = _core.match(index, specs, lib=lib, hints=tuple(hints), rules=tuple(rule_list), ordered=ordered,
+                       flatten=flatten, dtype=None if dtype is None else np.dtype(dtype).name if not isinstance(dtype, str) else dtype,
+                       mapping=mapping_text)
+    return Plan(text, index, lib)
