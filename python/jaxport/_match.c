@@ -6,7 +6,7 @@
 
 #include "match/mapping.h"
 
-/* Target leaves from a sequence of (path, shape, dtype name) tuples. The
+/* Target leaves from a sequence of (path, shape, dtype name[, layer class]) tuples. The
  * specs borrow the path strings of `seq`, which the caller keeps alive. */
 static jp_leaf_spec *read_leaves(PyObject *seq, size_t *n) {
     PyObject *fast = PySequence_Fast(seq, "leaves must be a sequence of (path, shape, dtype)");
@@ -20,10 +20,12 @@ static jp_leaf_spec *read_leaves(PyObject *seq, size_t *n) {
     }
     for (Py_ssize_t i = 0; i < len; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(fast, i), *shape;
-        const char *path, *dt;
-        if (!PyArg_ParseTuple(item, "sOs;a leaf is (path, shape, dtype)", &path, &shape, &dt)) goto fail;
+        const char *path, *dt, *kind = NULL;
+        if (!PyArg_ParseTuple(item, "sOs|z;a leaf is (path, shape, dtype[, layer class])", &path, &shape, &dt, &kind))
+            goto fail;
         jp_leaf_spec *sp = &specs[i];
         sp->path = path;
+        sp->kind = kind;
         sp->dtype = jp_dtype_from_name(dt);
         if (sp->dtype == JP_DTYPE_INVALID) {
             PyErr_Format(PyExc_ValueError, "leaf %s: unknown dtype %s", path, dt);

@@ -42,20 +42,40 @@ def target_leaves(like, to=None):
     """(library, [(path, shape, dtype name)]) for a JAX model or its params."""
     from . import trees
     lib = to or detect_library(like)
+    root = like
     if lib == "nnx":
         from flax import nnx
         if isinstance(like, nnx.Module):
             like = nnx.state(like)
-    if lib == "equinox":
-        names, leaves = trees.eqx_flatten(like)
-    else:
-        names, leaves = trees.flatten(like)
+    names, leaves = trees.flatten(like)
+    kinds = _owner_classes(root, names) if lib in ("equinox", "nnx") else [None] * len(names)
     specs = []
-    for name, leaf in zip(names, leaves):
-        shape = tuple(getattr(leaf, "shape", ()))
-        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).name
-        specs.append((name, shape, dtype))
+    for name, leaf, kind in zip(names, leaves, kinds):
+        if not hasattr(leaf, "shape"):  # Equinox keeps Python numbers (dropout rates) as leaves
+            continue
+        dtype = np.dtype(leaf.dtype).name
+        specs.append((name, tuple(leaf.shape), dtype, kind))
     return lib, specs
+
+
+def _owner_classes(root, names):
+    """For each leaf name ("conv/kernel"), the class name of the object
+    holding it (an Equinox or NNX layer), found by walking `root`: it tells a
+    ConvTranspose from a Conv where shapes cannot."""
+    out = []
+    for name in names:
+        node = root
+        for part in name.split("/")[:-1]:
+            if isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                node = getattr(node, part, None)
+            if node is None:
+                break
+        out.append(type(node).__name__ if node is not None else None)
+    return out
 
 
 def _index(src, allow_unsafe):

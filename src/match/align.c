@@ -479,8 +479,8 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
         const sleaf *sl = SL(m, s->leaves[k]);
         if (sl->role != tl->role) continue;
         if (tl->role == JP_ROLE_OTHER && strcmp(sl->leafkey, tl->leafkey) != 0) continue;
-        if (jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, spec->ndim,
-                            spec->shape, s->path, t->path,
+        jp_layout_names nm = {s->path, t->path, spec->kind};
+        if (jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, spec->ndim, spec->shape, &nm,
                             m->o->flatten.c > 0 ? &m->o->flatten : NULL, x))
             return s->leaves[k];
     }
@@ -653,6 +653,75 @@ static size_t unpaired(matcher *m, side *sd, int64_t *L, size_t n) {
     return k;
 }
 
+static void mark_ambiguous(matcher *m, const int64_t *S, size_t ns, int64_t t, const char *what) {
+    module *tm = MOD(&m->dst, t);
+    char cands[200] = "";
+    for (size_t i = 0; i < ns; i++) {
+        module *s = MOD(&m->src, S[i]);
+        if (s->pair >= 0 || !fits(m, s, tm)) continue;
+        size_t cl = strlen(cands);
+        if (cl < sizeof cands - 4) snprintf(cands + cl, sizeof cands - cl, "%s%s", cl ? ", " : "", s->path);
+    }
+    tm->ambiguous = true;
+    tm->why = jp_arena_printf(m->arena, "%s: %s (pass a hint SRC=%s)", what, cands, tm->path);
+}
+
+/* Where the targets' order means nothing (Flax sorts explicit names), pair
+ * by name alone: the most similar fitting pairs first, a level at a time.
+ * Pairs at the same level that contend for a module are ambiguous; a last
+ * source and target left with nothing better pair with each other. */
+static jp_code pair_by_names(matcher *m, const int64_t *S, size_t ns, const int64_t *T, size_t nt) {
+    int32_t *sc = malloc(ns * nt * sizeof *sc);
+    if (!sc) return oom(m);
+    for (size_t i = 0; i < ns; i++)
+        for (size_t j = 0; j < nt; j++) {
+            module *s = MOD(&m->src, S[i]), *t = MOD(&m->dst, T[j]);
+            sc[i * nt + j] = fits(m, s, t) ? jp_name_similarity(after_components(s->path, m->src.strip),
+                                                                 after_components(t->path, m->dst.strip))
+                                           : -1;
+        }
+    for (;;) {
+        int32_t top = -1;
+        size_t live_s = 0, live_t = 0;
+        for (size_t i = 0; i < ns; i++) live_s += MOD(&m->src, S[i])->pair < 0;
+        for (size_t j = 0; j < nt; j++) live_t += MOD(&m->dst, T[j])->pair < 0 && !MOD(&m->dst, T[j])->ambiguous;
+        for (size_t i = 0; i < ns; i++)
+            for (size_t j = 0; j < nt; j++)
+                if (MOD(&m->src, S[i])->pair < 0 && MOD(&m->dst, T[j])->pair < 0 && !MOD(&m->dst, T[j])->ambiguous &&
+                    sc[i * nt + j] > top)
+                    top = sc[i * nt + j];
+        if (top < 0) break;
+        if (top == 0 && (live_s > 1 || live_t > 1)) { /* nothing in the names to go by */
+            for (size_t j = 0; j < nt; j++)
+                if (MOD(&m->dst, T[j])->pair < 0 && !MOD(&m->dst, T[j])->ambiguous)
+                    mark_ambiguous(m, S, ns, T[j], "look-alike sources whose names say nothing");
+            break;
+        }
+        bool progress = false;
+        for (size_t j = 0; j < nt; j++) {
+            if (MOD(&m->dst, T[j])->pair >= 0 || MOD(&m->dst, T[j])->ambiguous) continue;
+            size_t hits = 0, at = 0;
+            for (size_t i = 0; i < ns; i++)
+                if (MOD(&m->src, S[i])->pair < 0 && sc[i * nt + j] == top) hits++, at = i;
+            if (!hits) continue;
+            size_t rivals = 0; /* other targets wanting that source as much */
+            for (size_t q = 0; q < nt; q++)
+                if (q != j && MOD(&m->dst, T[q])->pair < 0 && !MOD(&m->dst, T[q])->ambiguous &&
+                    sc[at * nt + q] == top)
+                    rivals++;
+            if (hits == 1 && !rivals) {
+                pair(m, S[at], T[j]);
+            } else {
+                mark_ambiguous(m, S, ns, T[j], "equally good sources");
+            }
+            progress = true;
+        }
+        if (!progress) break;
+    }
+    free(sc);
+    return JP_OK;
+}
+
 static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t nt) {
     if (!ns || !nt) return JP_OK;
     /* Modules whose last names agree (query and query_proj) first, in order. */
@@ -672,6 +741,7 @@ static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t
     ns = unpaired(m, &m->src, S, ns);
     nt = unpaired(m, &m->dst, T, nt);
     if (!ns || !nt || pair_in_order(m, S, ns, T, nt)) return JP_OK;
+    if (!order_means_something(m, T, nt)) return pair_by_names(m, S, ns, T, nt);
     if ((uint64_t)(ns + 1) * (nt + 1) > DP_MAX_CELLS) {
         for (size_t j = 0; j < nt; j++) {
             MOD(&m->dst, T[j])->ambiguous = true;
@@ -890,8 +960,9 @@ static jp_code emit_ordered(matcher *m, jp_plan *p) {
         const sleaf *sl = SL(m, si);
         const jp_leaf_spec *sp = &m->specs[i];
         jp_xform x;
-        if (!jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, sp->ndim, sp->shape,
-                             sl->name, sp->path, m->o->flatten.c > 0 ? &m->o->flatten : NULL, &x)) {
+        jp_layout_names nm = {sl->name, sp->path, sp->kind};
+        if (!jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, sp->ndim, sp->shape, &nm,
+                             m->o->flatten.c > 0 ? &m->o->flatten : NULL, &x)) {
             char a[96], b[96];
             shape_str(a, sizeof a, sl->ndim, sl->shape);
             shape_str(b, sizeof b, sp->ndim, sp->shape);

@@ -79,8 +79,13 @@ static bool regrouping(int an, const int64_t *a, int bn, const int64_t *b) {
 }
 
 /* The rules for a Flax/Haiku kernel. */
-static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, const char *spath,
-                         const char *tpath, const jp_flatten_rule *fl, jp_xform *x) {
+static bool transposed_by_name(const jp_layout_names *nm) {
+    return jp_name_has_word(nm->tpath, transpose_words) || jp_name_has_word(nm->spath, transpose_words) ||
+           (nm->tkind && jp_name_has_word(nm->tkind, transpose_words));
+}
+
+static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, const jp_layout_names *nm,
+                         const jp_flatten_rule *fl, jp_xform *x) {
     if (sn == 2 && tn == 2) {
         if (fl && fl->c > 0 && t[0] == s[1] && t[1] == s[0] && s[1] == fl->c * fl->h * fl->w) {
             int64_t v[4] = {s[0], fl->c, fl->h, fl->w};
@@ -102,7 +107,7 @@ static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, con
         convt[sn - 2] = 0, convt[sn - 1] = 1;
         bool fits_conv = perm_fits(sn, s, conv, t);
         bool fits_convt = perm_fits(sn, s, convt, t);
-        bool named_t = jp_name_has_word(tpath, transpose_words) || jp_name_has_word(spath, transpose_words);
+        bool named_t = transposed_by_name(nm);
         if (fits_convt && (!fits_conv || named_t)) {
             xf_init(x, sn, s, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
             memcpy(x->perm, convt, sizeof(int32_t) * (size_t)sn);
@@ -136,14 +141,14 @@ static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, con
 
 /* Equinox keeps torch's layouts except a transposed conv's weight. */
 static bool solve_equinox_weight(int sn, const int64_t *s, int tn, const int64_t *t,
-                                 const char *spath, const char *tpath, jp_xform *x) {
+                                 const jp_layout_names *nm, jp_xform *x) {
     if (sn == tn && sn >= 3) {
         int32_t swap[JP_MAX_DIMS];
         for (int d = 0; d < sn; d++) swap[d] = d;
         swap[0] = 1, swap[1] = 0;
         bool fits_swap = perm_fits(sn, s, swap, t);
         bool same = same_shape(sn, s, tn, t);
-        bool named_t = jp_name_has_word(tpath, transpose_words) || jp_name_has_word(spath, transpose_words);
+        bool named_t = transposed_by_name(nm);
         if (fits_swap && (!same || named_t)) {
             xf_init(x, sn, s, "transposed conv weight (I,O,*k) to (O,I,*k), spatially flipped");
             memcpy(x->perm, swap, sizeof(int32_t) * (size_t)sn);
@@ -155,13 +160,13 @@ static bool solve_equinox_weight(int sn, const int64_t *s, int tn, const int64_t
 }
 
 bool jp_layout_solve(jp_lib lib, jp_role role, jp_spelling spelling, int sn, const int64_t *s, int tn,
-                     const int64_t *t, const char *spath, const char *tpath,
-                     const jp_flatten_rule *flatten, jp_xform *out) {
+                     const int64_t *t, const jp_layout_names *names, const jp_flatten_rule *flatten,
+                     jp_xform *out) {
     bool kernel = spelling == JP_SPELL_KERNEL ||
                   (lib == JP_LIB_HAIKU && role == JP_ROLE_WEIGHT && spelling == JP_SPELL_PLAIN && tn >= 2);
-    if (kernel && lib != JP_LIB_EQUINOX) return solve_kernel(sn, s, tn, t, spath, tpath, flatten, out);
+    if (kernel && lib != JP_LIB_EQUINOX) return solve_kernel(sn, s, tn, t, names, flatten, out);
     if (lib == JP_LIB_EQUINOX && role == JP_ROLE_WEIGHT &&
-        solve_equinox_weight(sn, s, tn, t, spath, tpath, out))
+        solve_equinox_weight(sn, s, tn, t, names, out))
         return true;
     if (same_shape(sn, s, tn, t)) {
         xf_init(out, sn, s, "as is");

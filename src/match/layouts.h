@@ -51,11 +51,17 @@ typedef struct jp_xform {
     const char *rule;             /* "linear kernel (transposed)" */
 } jp_xform;
 
-/* Find the transform that makes a tensor of shape s into the leaf of shape t
- * at tpath (spath is the source's name, for the words). False when no
- * convention of lib fits the two shapes. */
+/* Where a leaf sits: the source's name, the target's path and, when the
+ * caller knows it, the class of the target layer; their words decide
+ * between layouts that both fit the shapes. */
+typedef struct jp_layout_names {
+    const char *spath, *tpath, *tkind;
+} jp_layout_names;
+
+/* Find the transform that makes a tensor of shape s into the leaf of shape
+ * t. False when no convention of lib fits the two shapes. */
 bool jp_layout_solve(jp_lib lib, jp_role role, jp_spelling spelling, int sndim, const int64_t *s,
-                     int tndim, const int64_t *t, const char *spath, const char *tpath,
+                     int tndim, const int64_t *t, const jp_layout_names *names,
                      const jp_flatten_rule *flatten, jp_xform *out);
 
 #endif /* JP_LAYOUTS_H */

@@ -35,6 +35,7 @@ typedef struct jp_leaf_spec {
     jp_dtype dtype;
     int32_t ndim;
     int64_t shape[JP_MAX_DIMS];
+    const char *kind;             /* class of the layer owning it ("ConvTranspose2d"), or NULL */
 } jp_leaf_spec;
 
 typedef struct jp_match_opts {

@@ -124,21 +124,44 @@ static bool token_eq(const char *a, size_t al, const char *b, size_t bl) {
     return true;
 }
 
+/* Tokens of a (not yet matched) that spell the initials of consecutive
+ * unmatched word tokens of b; counts the tokens covered on both sides. */
+static int initials(const tokens *a, bool *used_a, const tokens *b, bool *used_b) {
+    int covered = 0;
+    for (int i = 0; i < a->n; i++) {
+        if (used_a[i] || a->len[i] < 2 || !is_alpha(a->s[i][0])) continue;
+        for (int j = 0; j + a->len[i] <= b->n; j++) {
+            int k = 0;
+            while (k < a->len[i] && !used_b[j + k] && is_alpha(b->s[j + k][0]) &&
+                   lower(b->s[j + k][0]) == lower(a->s[i][k]))
+                k++;
+            if (k < a->len[i]) continue;
+            used_a[i] = true;
+            for (k = 0; k < a->len[i]; k++) used_b[j + k] = true;
+            covered += 1 + a->len[i];
+            break;
+        }
+    }
+    return covered;
+}
+
 int jp_name_similarity(const char *a, const char *b) {
     tokens ta, tb;
     tokenize(a, &ta);
     tokenize(b, &tb);
     if (ta.n + tb.n == 0) return 1000;
-    bool used[MAX_TOKENS] = {false};
+    bool used_a[MAX_TOKENS] = {false}, used_b[MAX_TOKENS] = {false};
     int common = 0;
     for (int i = 0; i < ta.n; i++)
         for (int j = 0; j < tb.n; j++)
-            if (!used[j] && token_eq(ta.s[i], ta.len[i], tb.s[j], tb.len[j])) {
-                used[j] = true;
-                common++;
+            if (!used_b[j] && token_eq(ta.s[i], ta.len[i], tb.s[j], tb.len[j])) {
+                used_a[i] = used_b[j] = true;
+                common += 2;
                 break;
             }
-    return 2000 * common / (ta.n + tb.n);
+    /* An abbreviation: "gn" is the initials of "Group", "Norm". */
+    common += initials(&ta, used_a, &tb, used_b) + initials(&tb, used_b, &ta, used_a);
+    return 1000 * common / (ta.n + tb.n);
 }
 
 int jp_name_natural_cmp(const char *a, const char *b) {
