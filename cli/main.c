@@ -10,6 +10,7 @@ static const struct verb {
     const char *help;
 } verbs[] = {
     {"inspect", cmd_inspect, "list every tensor, value and suspicious global of a file"},
+    {"match", cmd_match, "pair a checkpoint's tensors with a JAX model's leaves"},
 };
 
 static void usage(FILE *f) {

@@ -123,7 +123,21 @@ static PyObject *py_match(PyObject *self, PyObject *args, PyObject *kw) {
     return result;
 }
 
+static PyObject *py_plan_table(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_ssize_t len;
+    const char *json = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (!json) return NULL;
+    char *out = NULL;
+    jp_err err;
+    if (jp_plan_json_table(json, (size_t)len, &out, &err)) return jp_py_raise(&err);
+    PyObject *r = PyUnicode_FromString(out);
+    free(out);
+    return r;
+}
+
 static PyMethodDef methods[] = {
+    {"plan_table", py_plan_table, METH_O, "plan_table(json) -> str: a plan as a table for people."},
     {"match", (PyCFunction)(void (*)(void))py_match, METH_VARARGS | METH_KEYWORDS,
      "match(index, leaves, *, lib='flax', hints=(), rules=(), ordered=False, flatten=None, dtype=None,\n"
      "      mapping=None) -> str\n\n"

@@ -118,24 +118,7 @@ class Plan:
             f.write("\n")
 
     def __str__(self):
-        rows = []
-        for l in self.leaves:
-            shape = "x".join(str(d) for d in l["shape"]) or "scalar"
-            if "from" in l:
-                src = " + ".join(p["tensor"] + (f"[{p['slice'][1]}:{p['slice'][1] + p['slice'][2]}]" if "slice" in p else "")
-                                 for p in l["from"])
-                rows.append((l["leaf"], shape, src, l.get("rule", "")))
-            else:
-                tag = "AMBIGUOUS" if "ambiguous" in l else "MISSING"
-                rows.append((l["leaf"], shape, tag, l.get("missing") or l.get("ambiguous")))
-        w = [max([len(r[i]) for r in rows] + [4]) for i in range(3)]
-        out = [f"{'leaf':<{w[0]}}  {'shape':<{w[1]}}  {'source':<{w[2]}}  rule"]
-        out += [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows]
-        for u in self.unused:
-            out.append(f"unused: {u['tensor']}: {u['why']}")
-        n_ok = sum(1 for l in self.leaves if "from" in l)
-        out.append(f"{n_ok}/{len(self.leaves)} leaves paired, {len(self.unused)} source tensors unused")
-        return "\n".join(out)
+        return _core.plan_table(self.json).rstrip("\n")
 
     __repr__ = __str__
 

@@ -194,32 +194,6 @@ static const char *undo_parametrization(matcher *m, const char *name) {
     return out ? out : name;
 }
 
-/* Two tensors are tied when they view the same bytes the same way. */
-static void find_aliases(matcher *m) {
-    size_t n = jp_index_count(m->ix);
-    strtab t = {0};
-    for (size_t i = 0; i < n; i++) m->alias_of[i] = -1;
-    if (!strtab_init(&t, n, &m->tmp)) return;
-    for (size_t i = 0; i < n; i++) {
-        const jp_tensor *a = jp_index_at(m->ix, i);
-        if (!a->data || !(a->flags & JP_TENSOR_SHARED)) continue;
-        size_t h = (size_t)(((uintptr_t)a->data >> 4) * 0x9e3779b97f4a7c15ull) & (t.cap - 1);
-        for (int64_t j = t.head[h]; j >= 0; j = t.next[j]) {
-            const jp_tensor *b = jp_index_at(m->ix, (size_t)j);
-            if (b->data == a->data && b->dtype == a->dtype && b->ndim == a->ndim &&
-                memcmp(b->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim) == 0 &&
-                memcmp(b->strides, a->strides, sizeof(int64_t) * (size_t)a->ndim) == 0) {
-                m->alias_of[i] = j;
-                break;
-            }
-        }
-        if (m->alias_of[i] < 0) {
-            t.next[i] = t.head[h];
-            t.head[h] = (int64_t)i;
-        }
-    }
-}
-
 static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role role, char *leafkey) {
     sleaf *l = jp_vec_push(&m->sl);
     if (!l) return -1;
@@ -977,32 +951,6 @@ static jp_code emit_ordered(matcher *m, jp_plan *p) {
     return JP_OK;
 }
 
-static jp_code list_unused(matcher *m, jp_plan *p) {
-    size_t n = jp_index_count(m->ix), k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!m->used[i]) k++;
-    p->unused = jp_arena_alloc_array(m->arena, k ? k : 1, sizeof *p->unused);
-    if (!p->unused) return oom(m);
-    for (size_t i = 0; i < n; i++) {
-        if (m->used[i]) continue;
-        jp_plan_unused *u = &p->unused[p->nunused++];
-        u->source = (uint32_t)i;
-        const sleaf *sl = SL(m, i);
-        if (sl->role == JP_ROLE_COUNTER) {
-            u->harmless = true;
-            u->why = "a BatchNorm step counter; JAX models do not keep one";
-        } else if (m->alias_of[i] >= 0 && m->used[m->alias_of[i]]) {
-            u->harmless = true;
-            u->why = jp_arena_printf(m->arena, "tied to %s (same storage), which is taken",
-                                     jp_index_at(m->ix, (size_t)m->alias_of[i])->name);
-        } else {
-            u->why = "no leaf of the target takes it";
-        }
-        if (!u->why) return oom(m);
-    }
-    return JP_OK;
-}
-
 jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets, size_t n,
                  const jp_match_opts *opts, jp_err *err) {
     jp_err_clear(err);
@@ -1032,8 +980,8 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     jp_code rc = (!m.alias_of || !m.used || !p->leaves) ? oom(&m) : JP_OK;
     if (!rc) {
         memset(m.used, 0, (ns + 1) * sizeof *m.used);
-        find_aliases(&m);
-        rc = build_source(&m);
+        rc = jp_index_aliases(src, m.alias_of, &m.tmp) ? JP_OK : oom(&m);
+        if (!rc) rc = build_source(&m);
     }
     if (!rc) rc = build_target(&m);
     if (!rc && opts->ordered) {
@@ -1045,7 +993,10 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
         if (!rc) rc = pair_by_signature(&m, false);
         if (!rc) rc = emit(&m, p);
     }
-    if (!rc) rc = list_unused(&m, p);
+    for (size_t i = 0; !rc && i < n; i++) /* one tensor feeding several leaves */
+        for (uint32_t k = 0; k < p->leaves[i].nparts; k++)
+            if (m.used[p->leaves[i].parts[k].source] > 1) p->leaves[i].flags |= JP_LEAF_TIED;
+    if (!rc) rc = jp_plan_list_unused(p, src, err);
     jp_vec_free(&m.sl);
     jp_vec_free(&m.tl);
     jp_vec_free(&m.src.mods);

@@ -2,6 +2,7 @@
 #include "mapping.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,8 +274,7 @@ jp_code jp_plan_from_json(jp_plan **out, const char *text, size_t len, const jp_
         jp_arena_init(&p->arena);
         p->n = n;
         p->leaves = jp_arena_alloc_array(&p->arena, n ? n : 1, sizeof *p->leaves);
-        p->unused = jp_arena_alloc_array(&p->arena, 1, sizeof *p->unused);
-        if (!p->leaves || !p->unused) rc = jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+        if (!p->leaves) rc = jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     }
     /* The fingerprint fixed the targets' order; entries follow it. */
     for (size_t i = 0; !rc && i < n; i++) {
@@ -288,6 +288,7 @@ jp_code jp_plan_from_json(jp_plan **out, const char *text, size_t len, const jp_
     }
     json_decref(root);
     if (!rc) rc = jp_plan_validate(p, src, err);
+    if (!rc) rc = jp_plan_list_unused(p, src, err);
     if (rc) {
         jp_plan_free(p);
         return rc;
@@ -348,5 +349,123 @@ jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err) {
         if (l->flip >> jn) return bad(err, name, "\"flip\" names an axis beyond the parts' rank");
         if (joined != leaf_numel) return bad(err, name, "the parts do not hold the leaf's element count");
     }
+    return JP_OK;
+}
+
+/* ---- the table */
+
+typedef struct text {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) JP_PRINTF(2, 3);
+static void put(text *t, const char *fmt, ...) {
+    if (t->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap <= t->len + (size_t)n) cap *= 2;
+        char *ns = realloc(t->s, cap);
+        if (!ns) {
+            t->failed = true;
+            return;
+        }
+        t->s = ns;
+        t->cap = cap;
+    }
+}
+
+static void shape_cell(json_t *shape, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t d = 0; d < json_array_size(shape) && n < cap; d++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? "x" : "",
+                              (long long)json_integer_value(json_array_get(shape, d)));
+    if (!json_array_size(shape)) snprintf(buf, cap, "scalar");
+}
+
+static void source_cell(json_t *leaf, char *buf, size_t cap) {
+    json_t *from = json_object_get(leaf, "from");
+    size_t n = 0;
+    buf[0] = '\0';
+    if (!from) {
+        snprintf(buf, cap, "%s", json_object_get(leaf, "ambiguous") ? "AMBIGUOUS" : "MISSING");
+        return;
+    }
+    for (size_t k = 0; k < json_array_size(from) && n < cap; k++) {
+        json_t *p = json_array_get(from, k), *sl = json_object_get(p, "slice");
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", k ? " + " : "", json_string_value(json_object_get(p, "tensor")));
+        if (sl && n < cap)
+            n += (size_t)snprintf(buf + n, cap - n, "[%lld:%lld]", (long long)json_integer_value(json_array_get(sl, 1)),
+                                  (long long)(json_integer_value(json_array_get(sl, 1)) +
+                                              json_integer_value(json_array_get(sl, 2))));
+    }
+}
+
+static const char *leaf_note(json_t *leaf) {
+    const char *keys[] = {"rule", "missing", "ambiguous"};
+    for (int i = 0; i < 3; i++) {
+        const char *v = json_string_value(json_object_get(leaf, keys[i]));
+        if (v) return v;
+    }
+    return "";
+}
+
+jp_code jp_plan_json_table(const char *json, size_t len, char **out, jp_err *err) {
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    json_t *leaves = json_object_get(root, "leaves"), *unused = json_object_get(root, "unused");
+    if (!json_is_array(leaves)) {
+        json_decref(root);
+        return jp_err_set(err, JP_FORMAT, JP_NO_OFFSET, NULL, "plan: not a jaxport plan");
+    }
+    size_t w[3] = {4, 5, 6}, paired = 0;
+    char shape[128], src[512];
+    for (size_t i = 0; i < json_array_size(leaves); i++) {
+        json_t *l = json_array_get(leaves, i);
+        shape_cell(json_object_get(l, "shape"), shape, sizeof shape);
+        source_cell(l, src, sizeof src);
+        size_t lw = strlen(json_string_value(json_object_get(l, "leaf")) ? json_string_value(json_object_get(l, "leaf")) : "");
+        if (lw > w[0]) w[0] = lw;
+        if (strlen(shape) > w[1]) w[1] = strlen(shape);
+        if (strlen(src) > w[2]) w[2] = strlen(src);
+        paired += json_object_get(l, "from") != NULL;
+    }
+    text t = {0};
+    put(&t, "%-*s  %-*s  %-*s  rule\n", (int)w[0], "leaf", (int)w[1], "shape", (int)w[2], "source");
+    for (size_t i = 0; i < json_array_size(leaves); i++) {
+        json_t *l = json_array_get(leaves, i);
+        const char *name = json_string_value(json_object_get(l, "leaf"));
+        shape_cell(json_object_get(l, "shape"), shape, sizeof shape);
+        source_cell(l, src, sizeof src);
+        put(&t, "%-*s  %-*s  %-*s  %s\n", (int)w[0], name ? name : "", (int)w[1], shape, (int)w[2], src, leaf_note(l));
+    }
+    for (size_t i = 0; i < json_array_size(unused); i++) {
+        json_t *u = json_array_get(unused, i);
+        put(&t, "unused: %s: %s\n", json_string_value(json_object_get(u, "tensor")),
+            json_string_value(json_object_get(u, "why")));
+    }
+    put(&t, "%zu/%zu leaves paired, %zu source tensors unused\n", paired, json_array_size(leaves),
+        json_array_size(unused));
+    json_decref(root);
+    if (t.failed) {
+        free(t.s);
+        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory printing a plan");
+    }
+    *out = t.s;
     return JP_OK;
 }

@@ -37,6 +37,11 @@ jp_code jp_plan_to_json(const jp_plan *p, const jp_index *src, const jp_leaf_spe
 jp_code jp_plan_from_json(jp_plan **out, const char *text, size_t len, const jp_index *src,
                           const jp_leaf_spec *targets, size_t n, jp_err *err);
 
+/* A plan's JSON (as jp_plan_to_json writes it) as a table for people: one
+ * line per leaf with its shape, source(s) and rule, then the unused source
+ * tensors and a count. malloc'ed into *out. JP_FORMAT if it is not a plan. */
+jp_code jp_plan_json_table(const char *json, size_t len, char **out, jp_err *err);
+
 /* Check a plan against its source: every part's tensor, slice and shape,
  * each permutation, and that the result has each leaf's element count. */
 jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err);

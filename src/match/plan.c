@@ -42,3 +42,76 @@ jp_code jp_plan_identity(jp_plan **out, const jp_index *ix, jp_dtype dtype, jp_e
     *out = p;
     return JP_OK;
 }
+
+bool jp_index_aliases(const jp_index *ix, int64_t *alias_of, jp_arena *a) {
+    size_t n = jp_index_count(ix), cap = 16;
+    while (cap < 2 * n + 1) cap <<= 1;
+    int64_t *head = jp_arena_alloc_array(a, cap, sizeof *head), *next = jp_arena_alloc_array(a, n + 1, sizeof *next);
+    if (!head || !next) return false;
+    memset(head, 0xff, cap * sizeof *head);
+    for (size_t i = 0; i < n; i++) {
+        const jp_tensor *t = jp_index_at(ix, i);
+        alias_of[i] = -1;
+        if (!t->data || !(t->flags & JP_TENSOR_SHARED)) continue;
+        size_t h = (size_t)(((uintptr_t)t->data >> 4) * 0x9e3779b97f4a7c15ull) & (cap - 1);
+        for (int64_t j = head[h]; j >= 0; j = next[j]) {
+            const jp_tensor *u = jp_index_at(ix, (size_t)j);
+            if (u->data == t->data && u->dtype == t->dtype && u->ndim == t->ndim &&
+                memcmp(u->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0 &&
+                memcmp(u->strides, t->strides, sizeof(int64_t) * (size_t)t->ndim) == 0) {
+                alias_of[i] = j;
+                break;
+            }
+        }
+        if (alias_of[i] < 0) {
+            next[i] = head[h];
+            head[h] = (int64_t)i;
+        }
+    }
+    return true;
+}
+
+static bool is_step_counter(const char *name) {
+    static const char suffix[] = "num_batches_tracked";
+    size_t n = strlen(name), k = sizeof suffix - 1;
+    return n >= k && strcmp(name + n - k, suffix) == 0 && (n == k || name[n - k - 1] == '.' || name[n - k - 1] == '/');
+}
+
+jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
+    size_t n = jp_index_count(src), k = 0;
+    jp_arena tmp;
+    jp_arena_init(&tmp);
+    uint8_t *used = jp_arena_alloc_array(&tmp, n + 1, 1);
+    int64_t *alias_of = jp_arena_alloc_array(&tmp, n + 1, sizeof *alias_of);
+    if (!used || !alias_of || !jp_index_aliases(src, alias_of, &tmp)) {
+        jp_arena_free(&tmp);
+        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    }
+    memset(used, 0, n + 1);
+    for (size_t i = 0; i < p->n; i++)
+        for (uint32_t q = 0; q < p->leaves[i].nparts; q++)
+            if (p->leaves[i].parts[q].source < n) used[p->leaves[i].parts[q].source] = 1;
+    for (size_t i = 0; i < n; i++) k += !used[i];
+    p->nunused = 0;
+    p->unused = jp_arena_alloc_array(&p->arena, k ? k : 1, sizeof *p->unused);
+    jp_code rc = p->unused ? JP_OK : JP_NO_MEMORY;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (used[i]) continue;
+        jp_plan_unused *u = &p->unused[p->nunused++];
+        const jp_tensor *t = jp_index_at(src, i);
+        u->source = (uint32_t)i;
+        if (is_step_counter(t->name)) {
+            u->harmless = true;
+            u->why = "a BatchNorm step counter; JAX models do not keep one";
+        } else if (alias_of[i] >= 0 && used[alias_of[i]]) {
+            u->harmless = true;
+            u->why = jp_arena_printf(&p->arena, "tied to %s (same storage), which is taken",
+                                     jp_index_at(src, (size_t)alias_of[i])->name);
+        } else {
+            u->why = "no leaf of the target takes it";
+        }
+        if (!u->why) rc = JP_NO_MEMORY;
+    }
+    jp_arena_free(&tmp);
+    return rc ? jp_err_set(err, rc, JP_NO_OFFSET, NULL, "out of memory") : JP_OK;
+}

@@ -70,4 +70,14 @@ void jp_plan_free(jp_plan *p);    /* NULL allowed */
  * the index's, so the plan must be freed before the index is closed. */
 jp_code jp_plan_identity(jp_plan **out, const jp_index *ix, jp_dtype dtype, jp_err *err);
 
+/* For each tensor of ix, the first earlier tensor viewing the same bytes
+ * the same way (a tied weight), or -1. alias_of has one slot per tensor;
+ * scratch comes from a. False when out of memory. */
+bool jp_index_aliases(const jp_index *ix, int64_t *alias_of, jp_arena *a);
+
+/* Fill p->unused with the tensors of src no leaf takes, each with why: a
+ * BatchNorm step counter or a tied copy of a taken tensor (harmless), or
+ * nothing takes it. */
+jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err);
+
 #endif /* JP_PLAN_H */
