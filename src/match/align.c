@@ -857,7 +857,7 @@ static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_
     for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
     pl->flip = x->flip;
     pl->rule = x->rule;
-    m->used[sl->tensor]++;
+    if (sl->slice_axis < 0) m->used[sl->tensor]++; /* q, k and v slicing one tensor are not tied */
     return JP_OK;
 }
 
@@ -995,7 +995,8 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     }
     for (size_t i = 0; !rc && i < n; i++) /* one tensor feeding several leaves */
         for (uint32_t k = 0; k < p->leaves[i].nparts; k++)
-            if (m.used[p->leaves[i].parts[k].source] > 1) p->leaves[i].flags |= JP_LEAF_TIED;
+            if (p->leaves[i].parts[k].slice_axis < 0 && m.used[p->leaves[i].parts[k].source] > 1)
+                p->leaves[i].flags |= JP_LEAF_TIED;
     if (!rc) rc = jp_plan_list_unused(p, src, err);
     jp_vec_free(&m.sl);
     jp_vec_free(&m.tl);
