@@ -56,26 +56,22 @@ static bool same_shape(int sn, const int64_t *s, int tn, const int64_t *t) {
  * of consecutive axes of the other ((H*D,) and (H, D); (O,) and (O, 1, 1)).
  * A transposition is never a regrouping unless the sizes make it one. */
 static bool regrouping(int an, const int64_t *a, int bn, const int64_t *b) {
-    int64_t x[JP_MAX_DIMS], y[JP_MAX_DIMS];
-    int xn = 0, yn = 0;
+    /* Prefix products (size-1 axes dropped): one side's must all be the
+     * other's, so every axis is a run of the finer side's axes. */
+    int64_t pa[JP_MAX_DIMS], pb[JP_MAX_DIMS], x = 1, y = 1;
+    int na = 0, nb = 0;
     for (int d = 0; d < an; d++)
-        if (a[d] != 1) x[xn++] = a[d];
+        if (a[d] != 1) pa[na++] = x *= a[d];
     for (int d = 0; d < bn; d++)
-        if (b[d] != 1) y[yn++] = b[d];
-    int i = 0, j = 0;
-    while (i < xn && j < yn) {
-        int64_t px = x[i++], py = y[j++];
-        while (px != py) {
-            if (px < py) {
-                if (i >= xn) return false;
-                px *= x[i++];
-            } else {
-                if (j >= yn) return false;
-                py *= y[j++];
-            }
-        }
+        if (b[d] != 1) pb[nb++] = y *= b[d];
+    if (x != y) return false;
+    const int64_t *small = na <= nb ? pa : pb, *big = na <= nb ? pb : pa;
+    int ns = na <= nb ? na : nb, nbig = na <= nb ? nb : na;
+    for (int i = 0, j = 0; i < ns; i++) {
+        while (j < nbig && big[j] < small[i]) j++;
+        if (j == nbig || big[j] != small[i]) return false;
     }
-    return i == xn && j == yn;
+    return true;
 }
 
 /* The rules for a Flax/Haiku kernel. */

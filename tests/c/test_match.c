@@ -1,0 +1,119 @@
+/* The matcher's parts: name keys, similarity and natural order, the layout
+ * solver's rules, pairing on a small source, and plans as JSON (round trip,
+ * staleness). End-to-end numerical checks are in tests/python/test_match.py. */
+#include <stdlib.h>
+
+#include "check.h"
+#include "match/mapping.h"
+
+static void test_names(void) {
+    char k[64];
+    jp_name_key("layers_0/LayerNorm", 18, k, sizeof k);
+    CHECK_STR(k, "layers0layernorm");
+    jp_name_key("layer1.10", 9, k, sizeof k);
+    CHECK_STR(k, "layer1.10");
+    jp_name_key("layer11.0", 9, k, sizeof k);
+    CHECK_STR(k, "layer11.0");
+    CHECK(jp_name_natural_cmp("Dense_2", "Dense_10") < 0);
+    CHECK(jp_name_natural_cmp("Dense_10", "Dense_2") > 0);
+    CHECK(jp_name_natural_cmp("a_007", "a_7") == 0);
+    CHECK(jp_name_similarity("gn", "GroupNorm_0") > jp_name_similarity("gn", "LayerNorm_0"));
+    CHECK(jp_name_similarity("encoder.fc1", "encoder/fc1") == 1000);
+    CHECK(jp_name_similarity("a", "b") == 0);
+    jp_spelling sp;
+    CHECK(jp_role_of("kernel", 6, &sp) == JP_ROLE_WEIGHT && sp == JP_SPELL_KERNEL);
+    CHECK(jp_role_of("running_var", 11, &sp) == JP_ROLE_VAR);
+    CHECK(jp_role_of("in_proj_weight", 14, &sp) == JP_ROLE_OTHER);
+}
+
+static void test_layouts(void) {
+    jp_xform x;
+    jp_layout_names nm = {"fc", "Dense_0", NULL};
+    int64_t lin[2] = {4, 3}, lin_t[2] = {3, 4};
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, lin, 2, lin_t, &nm, NULL, &x));
+    CHECK(x.perm[0] == 1 && x.perm[1] == 0);
+    CHECK(!jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, lin, 2, lin, &nm, NULL, &x));
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_EMBEDDING, 2, lin, 2, lin, &nm, NULL, &x));
+    CHECK(x.perm[0] == 0 && x.perm[1] == 1);
+    CHECK(!jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_EMBEDDING, 2, lin, 2, lin_t, &nm, NULL, &x));
+    int64_t conv[4] = {8, 3, 5, 5}, conv_t[4] = {5, 5, 3, 8}, convt_t[4] = {5, 5, 8, 3};
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, conv, 4, conv_t, &nm, NULL, &x));
+    CHECK(x.perm[0] == 2 && x.perm[1] == 3 && x.perm[2] == 1 && x.perm[3] == 0 && x.flip == 0);
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, conv, 4, convt_t, &nm, NULL, &x));
+    CHECK(x.perm[2] == 0 && x.perm[3] == 1 && x.flip == 0xc);
+    int64_t sq[4] = {4, 4, 3, 3}, sq_t[4] = {3, 3, 4, 4};
+    jp_layout_names up = {"up", "up", "ConvTranspose"};
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &up, NULL, &x));
+    CHECK(x.flip == 0xc);
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &nm, NULL, &x));
+    CHECK(x.flip == 0);
+    int64_t q[2] = {16, 32}, q_t[3] = {32, 4, 4}, o[2] = {32, 16}, o_t[3] = {4, 4, 32};
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, q, 3, q_t, &nm, NULL, &x));
+    CHECK(x.ndim == 3 && x.shape[0] == 4 && x.shape[1] == 4 && x.shape[2] == 32 && x.perm[0] == 2);
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, o, 3, o_t, &nm, NULL, &x));
+    CHECK(x.perm[0] == 1 && x.perm[1] == 2 && x.perm[2] == 0);
+    int64_t b[1] = {8}, b_eqx[3] = {8, 1, 1}, b_heads[2] = {2, 4};
+    CHECK(jp_layout_solve(JP_LIB_EQUINOX, JP_ROLE_BIAS, JP_SPELL_PLAIN, 1, b, 3, b_eqx, &nm, NULL, &x));
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_BIAS, JP_SPELL_PLAIN, 1, b, 2, b_heads, &nm, NULL, &x));
+    int64_t fc[2] = {10, 48}, fc_t[2] = {48, 10};
+    jp_flatten_rule fl = {3, 4, 4};
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, fc, 2, fc_t, &nm, &fl, &x));
+    CHECK(x.ndim == 4 && x.shape[1] == 3 && x.perm[0] == 2 && x.perm[3] == 0);
+}
+
+/* flax.serialization.to_bytes({"a": {"weight": f32[4, 3], "bias": f32[4]},
+ *                              "b": {"in_proj_weight": f32[6, 3]}}) */
+static const uint8_t source[] = {130,161,97,130,166,119,101,105,103,104,116,199,62,1,147,146,4,3,167,102,108,111,97,116,51,50,196,48,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,164,98,105,97,115,199,29,1,147,145,4,167,102,108,111,97,116,51,50,196,16,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,161,98,129,174,105,110,95,112,114,111,106,95,119,101,105,103,104,116,199,86,1,147,146,6,3,167,102,108,111,97,116,51,50,196,72,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,0,0,64,65,0,0,80,65,0,0,96,65,0,0,112,65,0,0,128,65,0,0,136,65};
+
+static void test_match_and_json(void) {
+    jp_index *ix;
+    jp_err err;
+    CHECK(jp_index_open_memory(&ix, source, sizeof source, "source.msgpack", NULL, &err) == JP_OK);
+    jp_leaf_spec leaves[] = {
+        {"params/a/bias", JP_F32, 1, {4}, NULL},
+        {"params/a/kernel", JP_BF16, 2, {3, 4}, NULL},
+        {"params/b/query/kernel", JP_F32, 3, {3, 1, 2}, NULL},
+        {"params/b/key/kernel", JP_F32, 3, {3, 1, 2}, NULL},
+        {"params/b/value/kernel", JP_F32, 3, {3, 1, 2}, NULL},
+    };
+    jp_plan *p;
+    CHECK(jp_match(&p, ix, leaves, 5, NULL, &err) == JP_OK);
+    CHECK(jp_plan_check(p, &err) == JP_OK);
+    CHECK(p->leaves[1].dtype == JP_BF16 && p->leaves[1].parts[0].source == 0 && p->leaves[1].perm[0] == 1);
+    CHECK(p->leaves[4].parts[0].slice_axis == 0 && p->leaves[4].parts[0].slice_start == 4);
+    CHECK(p->nunused == 0);
+    char *text = NULL;
+    CHECK(jp_plan_to_json(p, ix, leaves, 5, JP_LIB_FLAX, &text, &err) == JP_OK);
+    jp_plan *q = NULL;
+    CHECK(text && jp_plan_from_json(&q, text, strlen(text), ix, leaves, 5, &err) == JP_OK);
+    CHECK(q && q->leaves[4].parts[0].slice_start == 4 && q->leaves[1].perm[0] == 1);
+    leaves[0].shape[0] = 5; /* another target: the file is stale */
+    jp_plan *r = NULL;
+    CHECK(jp_plan_from_json(&r, text, strlen(text), ix, leaves, 5, &err) == JP_STALE && !r);
+    leaves[0].shape[0] = 4;
+    jp_match_opts o = {.dtype = JP_F16};
+    jp_plan *c = NULL;
+    CHECK(jp_match(&c, ix, leaves, 5, &o, &err) == JP_OK && c->leaves[0].dtype == JP_F16);
+    jp_leaf_spec extra[] = {{"params/c/kernel", JP_F32, 2, {7, 7}, NULL}};
+    jp_plan *m = NULL;
+    CHECK(jp_match(&m, ix, extra, 1, NULL, &err) == JP_OK);
+    CHECK(m && (m->leaves[0].flags & JP_LEAF_MISSING) && jp_plan_check(m, &err) == JP_MATCH);
+    CHECK(m && m->nunused == 3 && !m->unused[0].harmless);
+    const char *bad_rule[] = {"(", "x"};
+    jp_match_opts bo = {.rules = bad_rule, .nrules = 1};
+    jp_plan *b = NULL;
+    CHECK(jp_match(&b, ix, leaves, 5, &bo, &err) == JP_ARGUMENT && !b);
+    jp_plan_free(m);
+    jp_plan_free(c);
+    jp_plan_free(q);
+    jp_plan_free(p);
+    free(text);
+    jp_index_close(ix);
+}
+
+int main(void) {
+    test_names();
+    test_layouts();
+    test_match_and_json();
+    return check_done("match");
+}
