@@ -47,8 +47,15 @@ def target_leaves(like, to=None):
         from flax import nnx
         if isinstance(like, nnx.Module):
             like = nnx.state(like)
+    state_leaves = []
+    if lib == "equinox" and isinstance(like, tuple) and len(like) == 2:
+        root, state_leaves = like[0], eqx_state_leaves(*like)
+        like = like[0]
     names, leaves = trees.flatten(like)
     kinds = _owner_classes(root, names) if lib in ("equinox", "nnx") else [None] * len(names)
+    names += [n for n, _ in state_leaves]
+    leaves += [x for _, x in state_leaves]
+    kinds += ["BatchNorm"] * len(state_leaves)
     specs = []
     for name, leaf, kind in zip(names, leaves, kinds):
         if not hasattr(leaf, "shape"):  # Equinox keeps Python numbers (dropout rates) as leaves
@@ -56,6 +63,23 @@ def target_leaves(like, to=None):
         dtype = np.dtype(leaf.dtype).name
         specs.append((name, tuple(leaf.shape), dtype, kind))
     return lib, specs
+
+
+def eqx_state_leaves(model, state):
+    """An Equinox BatchNorm keeps its running statistics in an eqx.nn.State,
+    not in the model: name them after the layer, as PyTorch does
+    ("bn/running_mean", "bn/running_var"), so they pair by name."""
+    import equinox as eqx
+    import jax
+    from . import trees
+    out = []
+    is_bn = lambda x: isinstance(x, eqx.nn.BatchNorm)  # noqa: E731
+    for path, node in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_bn)[0]:
+        if is_bn(node) and node.ema_state_index is not None:
+            mean, var = state.get(node.ema_state_index)
+            prefix = trees._path_name(path)
+            out += [(prefix + "/running_mean", mean), (prefix + "/running_var", var)]
+    return out
 
 
 def _owner_classes(root, names):

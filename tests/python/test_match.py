@@ -445,3 +445,36 @@ def test_equinox_conv_bias_transposed_conv_and_attention(tmp_path):
     x = np.random.RandomState(5).randn(3, 6, 6).astype(np.float32)
     want = tm(torch.from_numpy(x[None]))[0].detach().numpy()
     assert close(want, model(jnp.asarray(x)), 1e-4)
+
+
+def test_equinox_batchnorm_statistics_come_from_the_state(tmp_path):
+    """statedict2pytree's case: an MLP with BatchNorm into Equinox, running
+    statistics into the eqx.nn.State beside the model."""
+    import equinox as eqx
+    from jaxport.match import eqx_state_leaves
+
+    class T(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(6, 8)
+            self.bn = torch.nn.BatchNorm1d(8)
+            self.fc2 = torch.nn.Linear(8, 3)
+
+    class E(eqx.Module):
+        fc1: eqx.nn.Linear
+        bn: eqx.nn.BatchNorm
+        fc2: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2 = jax.random.split(key)
+            self.fc1 = eqx.nn.Linear(6, 8, key=k1)
+            self.bn = eqx.nn.BatchNorm(8, axis_name="batch", mode="ema", inference=True)
+            self.fc2 = eqx.nn.Linear(8, 3, key=k2)
+
+    tm = randomise_bn(T())
+    model, state = eqx.nn.make_with_state(E)(jax.random.key(0))
+    plan = jaxport.match(save(tm, tmp_path), (model, state))
+    assert plan.library == "equinox" and plan.ok, plan.problems
+    src = {l["leaf"]: l["from"][0]["tensor"] for l in plan.leaves}
+    assert src["bn/running_mean"] == "bn.running_mean" and src["bn/weight"] == "bn.weight"
+    assert [n for n, _ in eqx_state_leaves(model, state)] == ["bn/running_mean", "bn/running_var"]
