@@ -8,17 +8,21 @@ from .match import Plan, match
 __version__ = _core.version
 
 __all__ = ["JaxportError", "Plan", "load", "match", "open_index", "__version__",
-           "wrap", "wrap_module", "wrap_nnx", "wrap_eqx"]
+           "wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "verify", "VerifyError"]
 
 # The runtime bridge imports jax (and torch, flax, equinox when used) only
 # when one of its names is first asked for.
 _BRIDGE = ("wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "BridgeError")
+_VERIFY = ("verify", "VerifyError")
 
 
 def __getattr__(name):
     if name in _BRIDGE:
         from . import bridge
         return getattr(bridge, name)
+    if name in _VERIFY:
+        from . import verification
+        return getattr(verification, name)
     raise AttributeError(f"module 'jaxport' has no attribute {name!r}")
 
 
