@@ -81,6 +81,7 @@ jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err 
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_eqx(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
+jp_code jp_read_safetensors(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 /* Whether an npy-looking file holds more than one record (Equinox). */
 bool jp_eqx_sniff(const uint8_t *data, size_t len);
 
