@@ -24,10 +24,11 @@
  * float4_e2m1fn_x2 of shape [..., k] (two per byte), as safetensors.torch
  * does. The 6-bit floats have no jaxport dtype and are refused.
  *
- * Errors in the header carry the header's offset, 8 (JSON syntax errors: the
- * byte where the parser stopped); errors in the data carry the file offset
- * where the tensor's data begin. Tensors keep the header's order; data are
- * views into the file, aligned only as well as the writer aligned them. */
+ * Errors in the header carry the header's offset, 8 (JSON syntax errors:
+ * the offset just past the token where the parser stopped); errors in the
+ * data carry the file offset where the tensor's data begin. Tensors keep the
+ * header's order; data are views into the file, aligned only as well as
+ * the writer aligned them. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
