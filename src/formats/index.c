@@ -130,6 +130,7 @@ jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, 
 /* ---------------------------------------------------------------- finish */
 
 static bool is_contiguous(const jp_tensor *t) {
+    if (t->numel == 0) return true; /* no element to be out of place, as torch says */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s) return false;
