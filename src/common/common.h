@@ -173,6 +173,10 @@ jp_code jp_outfile_open(jp_outfile *f, const char *path, jp_err *err);
 jp_code jp_outfile_write(jp_outfile *f, const void *data, size_t len, jp_err *err);
 /* Write at an absolute offset already passed (patching a header); flushes first. */
 jp_code jp_outfile_pwrite(jp_outfile *f, const void *data, size_t len, uint64_t offset, jp_err *err);
+/* Flush, sync and close now, keeping the temporary name for a later commit
+ * (which then only renames) or abort: a writer of many files holds one
+ * buffer and descriptor at a time. */
+jp_code jp_outfile_finish(jp_outfile *f, jp_err *err);
 jp_code jp_outfile_commit(jp_outfile *f, jp_err *err);
 void jp_outfile_abort(jp_outfile *f);
 /* Temporary files still open, removed by jp_outfile_cleanup_all(); a signal

@@ -118,7 +118,8 @@ jp_code jp_outfile_pwrite(jp_outfile *f, const void *data, size_t len, uint64_t 
     return JP_OK;
 }
 
-jp_code jp_outfile_commit(jp_outfile *f, jp_err *err) {
+jp_code jp_outfile_finish(jp_outfile *f, jp_err *err) {
+    if (f->fd < 0) return JP_OK; /* finished already */
     jp_code rc = flush(f, err);
     if (!rc && fsync(f->fd) != 0) rc = io_err(err, "sync", f->path);
     /* mkstemp creates 0600; give the result the usual permissions. */
@@ -129,9 +130,24 @@ jp_code jp_outfile_commit(jp_outfile *f, jp_err *err) {
     }
     if (!rc && close(f->fd) != 0) rc = io_err(err, "close", f->path);
     if (!rc) f->fd = -1;
-    if (!rc && rename(f->tmp, f->path) == 0) f->created = false;
-    else if (!rc) rc = io_err(err, "rename the finished file to", f->path);
     if (rc) {
+        jp_outfile_abort(f);
+        return rc;
+    }
+    free(f->buf);
+    f->buf = NULL;
+    f->buflen = f->bufcap = 0;
+    return JP_OK;
+}
+
+jp_code jp_outfile_commit(jp_outfile *f, jp_err *err) {
+    if (!f->tmp) return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "no open file to commit");
+    jp_code rc = jp_outfile_finish(f, err);
+    if (rc) return rc;
+    if (rename(f->tmp, f->path) == 0) {
+        f->created = false;
+    } else {
+        rc = io_err(err, "rename the finished file to", f->path);
         jp_outfile_abort(f);
         return rc;
     }

@@ -130,6 +130,7 @@ jp_code jp_index_map_file(jp_index *ix, const char *path, const uint8_t **data, 
 /* ---------------------------------------------------------------- finish */
 
 static bool is_contiguous(const jp_tensor *t) {
+    if (t->numel == 0) return true; /* no element to be out of place, as torch says */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s) return false;
@@ -181,6 +182,13 @@ static bool has_prefix(const uint8_t *d, size_t len, const char *magic, size_t n
     return len >= n && memcmp(d, magic, n) == 0;
 }
 
+/* A msgpack map (flax.serialization.to_bytes). 80, the empty map, is also
+ * pickle's PROTO, so alone it counts only as the whole file. */
+static bool msgpack_like(const uint8_t *d, size_t len) {
+    return len > 0 && ((d[0] >= 0x81 && d[0] <= 0x8f) || d[0] == 0xde || d[0] == 0xdf ||
+                       (d[0] == 0x80 && len == 1));
+}
+
 jp_code jp_index_read_any(jp_index *ix, const uint8_t *d, size_t len, jp_err *err) {
     if (has_prefix(d, len, "PK\x03\x04", 4) || has_prefix(d, len, "PK\x05\x06", 4)) {
         if (jp_npz_sniff(d, len)) {
@@ -195,10 +203,16 @@ jp_code jp_index_read_any(jp_index *ix, const uint8_t *d, size_t len, jp_err *er
         ix->format = JP_FORMAT_TORCH_LEGACY;
         return jp_read_torch_legacy(ix, d, len, err);
     }
-    /* A msgpack map (flax.serialization.to_bytes). 80, the empty map, is also
-     * pickle's PROTO, so alone it counts only as the whole file. */
-    if (len > 0 && ((d[0] >= 0x81 && d[0] <= 0x8f) || d[0] == 0xde || d[0] == 0xdf ||
-                    (d[0] == 0x80 && len == 1))) {
+    /* safetensors: a little-endian u64 header length, then the header's '{'.
+     * Lengths below 2**40 have three zero top bytes, which no zip, pickle or
+     * npy magic has. The length's first byte may look like a msgpack map, so
+     * when the length does not fit the file such a file stays msgpack. */
+    if (len > 8 && d[8] == '{' && !d[5] && !d[6] && !d[7] &&
+        (jp_load_le(d, 8) <= len - 8 || !msgpack_like(d, len))) {
+        ix->format = JP_FORMAT_SAFETENSORS;
+        return jp_read_safetensors(ix, d, len, err);
+    }
+    if (msgpack_like(d, len)) {
         ix->format = JP_FORMAT_MSGPACK;
         return jp_read_msgpack(ix, d, len, err);
     }

@@ -96,6 +96,7 @@ struct jp_npy_header;
 jp_code jp_npy_add_tensor(jp_index *ix, const struct jp_npy_header *h, const char *name,
                           size_t name_len, const uint8_t *data, uint64_t at, bool owned,
                           const char *member, jp_err *err);
+jp_code jp_read_safetensors(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 /* Whether an npy-looking file holds more than one record (Equinox). */
 bool jp_eqx_sniff(const uint8_t *data, size_t len);
 

@@ -11,6 +11,7 @@ static const struct jp_sink_ops *const writers[] = {
     &jp_sink_msgpack,
     &jp_sink_eqx,
     &jp_sink_npz,
+    &jp_sink_safetensors,
 };
 
 static const struct jp_sink_ops *find_writer(const char *path, jp_format format) {
@@ -60,6 +61,7 @@ static jp_code check_tensor(const jp_sink_tensor *t, jp_err *err) {
 
 void jp_sink_abort(jp_sink *s) {
     if (!s) return;
+    if (s->ops->abort) s->ops->abort(s);
     jp_outfile_abort(&s->out);
     jp_arena_free(&s->arena);
     free(s);
@@ -137,7 +139,8 @@ jp_code jp_sink_commit(jp_sink *s, jp_err *err) {
         rc = jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, s->tensors[s->cur].name,
                         "commit before every tensor was written");
     if (!rc && s->ops->finish) rc = s->ops->finish(s, err);
-    if (!rc) rc = jp_outfile_commit(&s->out, err);
+    /* A writer of several files may have committed them all itself. */
+    if (!rc && s->out.tmp) rc = jp_outfile_commit(&s->out, err);
     jp_sink_abort(s); /* frees; the committed file stays */
     return rc;
 }

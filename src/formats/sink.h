@@ -69,11 +69,15 @@ struct jp_sink_ops {
     jp_code (*tensor_done)(jp_sink *s, jp_err *err);
     /* After the last tensor, before s->out is committed: trailers. May be NULL. */
     jp_code (*finish)(jp_sink *s, jp_err *err);
+    /* When the sink is freed, committed or not: remove files of the writer's
+     * own that are not committed. May be NULL. */
+    void (*abort)(jp_sink *s);
 };
 
 /* The writers, each in its format's file. */
 extern const struct jp_sink_ops jp_sink_msgpack;
 extern const struct jp_sink_ops jp_sink_eqx;
 extern const struct jp_sink_ops jp_sink_npz;
+extern const struct jp_sink_ops jp_sink_safetensors;
 
 #endif /* JP_SINK_H */
