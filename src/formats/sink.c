@@ -67,23 +67,19 @@ void jp_sink_abort(jp_sink *s) {
     free(s);
 }
 
-jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
-                     size_t n, const jp_sink_opts *opts, jp_err *err) {
-    jp_err_clear(err);
-    *out = NULL;
-    const struct jp_sink_ops *ops = find_writer(path, format);
-    if (!ops)
-        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
-                          "%s: no writer for this output (known: .safetensors .npz .msgpack .eqx)",
-                          path);
+/* A sink of ops over the tensors; path NULL for one that writes no file. */
+static jp_code sink_new(jp_sink **out, const struct jp_sink_ops *ops, const char *path,
+                        const jp_sink_tensor *tensors, size_t n, const jp_sink_opts *opts, void *state,
+                        jp_err *err) {
     jp_sink *s = calloc(1, sizeof *s);
     if (!s) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     s->out.fd = -1;
     jp_arena_init(&s->arena);
     s->ops = ops;
     s->n = n;
+    s->state = state;
     if (opts) s->opts = *opts;
-    s->path = jp_arena_strdup(&s->arena, path);
+    s->path = jp_arena_strdup(&s->arena, path ? path : "(memory)");
     s->tensors = jp_arena_alloc_array(&s->arena, n ? n : 1, sizeof *s->tensors);
     if (!s->path || !s->tensors) {
         jp_sink_abort(s);
@@ -102,8 +98,8 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
             return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
         }
     }
-    jp_code rc = jp_outfile_open(&s->out, path, err);
-    if (!rc) rc = ops->begin(s, err);
+    jp_code rc = path ? jp_outfile_open(&s->out, path, err) : JP_OK;
+    if (!rc && ops->begin) rc = ops->begin(s, err);
     if (!rc) rc = start_next(s, err);
     if (rc) {
         jp_sink_abort(s);
@@ -111,6 +107,38 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
     }
     *out = s;
     return JP_OK;
+}
+
+jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
+                     size_t n, const jp_sink_opts *opts, jp_err *err) {
+    jp_err_clear(err);
+    *out = NULL;
+    const struct jp_sink_ops *ops = find_writer(path, format);
+    if (!ops)
+        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
+                          "%s: no writer for this output (known: .safetensors .npz .msgpack .eqx)",
+                          path);
+    return sink_new(out, ops, path, tensors, n, opts, NULL, err);
+}
+
+/* ---- into memory: tensor i's bytes go to the caller's buffer i */
+
+static jp_code memory_write(jp_sink *s, const void *data, size_t len, jp_err *err) {
+    (void)err;
+    uint8_t *const *bufs = s->state;
+    memcpy(bufs[s->cur] + (s->tensors[s->cur].nbytes - s->left), data, len);
+    return JP_OK;
+}
+
+static const struct jp_sink_ops memory_ops = {
+    .extension = "", .format = JP_FORMAT_UNKNOWN, .write = memory_write,
+};
+
+jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t n, void *const *bufs,
+                            jp_err *err) {
+    jp_err_clear(err);
+    *out = NULL;
+    return sink_new(out, &memory_ops, NULL, tensors, n, NULL, (void *)bufs, err);
 }
 
 size_t jp_sink_expected(const jp_sink *s) { return s->next < s->n ? s->cur : s->n; }

@@ -28,6 +28,11 @@ typedef struct jp_sink jp_sink;
  * (.safetensors .npz .msgpack .eqx) unless `format` is given. */
 jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp_sink_tensor *tensors,
                      size_t n, const jp_sink_opts *opts, jp_err *err);
+/* A sink that writes no file: tensor i's bytes go to bufs[i] (nbytes
+ * each, kept alive by the caller). Commit only checks every tensor came. */
+jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t n, void *const *bufs,
+                            jp_err *err);
+
 /* The tensor the sink wants next: writers may want them in another order
  * than the list (safetensors sorts by alignment and name). n when all are
  * written. Feed each whole before the next. */
@@ -57,7 +62,7 @@ struct jp_sink {
 struct jp_sink_ops {
     const char *extension;       /* ".safetensors" */
     jp_format format;
-    /* After the list is known and s->out is open: write headers. */
+    /* After the list is known and s->out is open: write headers. May be NULL. */
     jp_code (*begin)(jp_sink *s, jp_err *err);
     /* Before the first bytes of tensor s->cur, in order, also for a tensor of
      * no bytes (per-tensor headers). May be NULL. */
