@@ -59,4 +59,19 @@ void jp_plan_free(jp_plan *p);    /* NULL allowed */
  * the index's, so the plan must be freed before the index is closed. */
 jp_code jp_plan_identity(jp_plan **out, const jp_index *ix, jp_dtype dtype, jp_err *err);
 
+/* The same over n tensors the caller describes (arrays in memory: the Python
+ * binding's jaxport.save). Names and tensors are borrowed. */
+jp_code jp_plan_identity_tensors(jp_plan **out, const jp_tensor *tensors, size_t n, jp_dtype dtype,
+                                 jp_err *err);
+
+/* The floating kinds a --dtype override changes: float16, bfloat16, float32,
+ * float64. Integers and bools keep their values' meaning only in their own
+ * type; complex would lose its imaginary part; float8 and float4 tensors are
+ * quantized weights that go with scales, so they are left as they are too. */
+bool jp_dtype_is_castable_float(jp_dtype dt);
+
+/* Set every leaf whose dtype is such a float to dtype (a plain conversion's
+ * --dtype); other leaves keep theirs. JP_ARGUMENT unless dtype is one too. */
+jp_code jp_plan_cast_floats(jp_plan *p, jp_dtype dtype, jp_err *err);
+
 #endif /* JP_PLAN_H */
