@@ -112,8 +112,8 @@ static jp_code advance(runner *r, const jp_plan_leaf *l, uint64_t bytes) {
     if (r->o.progress) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        uint32_t ms = r->o.progress_ms ? r->o.progress_ms : JP_EXEC_PROGRESS_MS;
-        if (seconds_since(&r->last, &now) * 1000.0 >= ms || r->done == r->total) {
+        int32_t ms = r->o.progress_ms ? r->o.progress_ms : JP_EXEC_PROGRESS_MS;
+        if (ms < 0 || seconds_since(&r->last, &now) * 1000.0 >= ms || r->done == r->total) {
             r->last = now;
             r->o.progress(r->o.progress_ctx, r->done, r->total, l->name);
         }
@@ -274,12 +274,14 @@ static jp_code prepare(runner *r, const jp_plan_leaf *l, leaf_job *j) {
     size_t dsize = jp_dtype_size(l->dtype);
     if (!dsize) return leaf_fail(r, l, (size_t)-1, JP_DTYPE, "the leaf has no dtype");
     j->bytes = numel * dsize;
-    /* Direct: one part, dense, same dtype, and perm moves only axes of size 1. */
-    j->direct = l->nparts == 1 && r->parts[0].dtype == l->dtype && is_dense(&r->parts[0]);
-    for (int d = 0, prev = -1; j->direct && d < nd; d++) {
-        if (j->dst[d] == 1) continue;
-        j->direct = j->perm[d] > prev;
-        prev = j->perm[d];
+    /* Direct: one part of the leaf's dtype whose permuted view is dense. */
+    if (l->nparts == 1 && r->parts[0].dtype == l->dtype) {
+        jp_view pv = r->parts[0];
+        for (int d = 0; d < nd; d++) {
+            pv.shape[d] = r->parts[0].shape[j->perm[d]];
+            pv.strides[d] = r->parts[0].strides[j->perm[d]];
+        }
+        j->direct = is_dense(&pv);
     }
     r->stats.bytes_in += in;
     return JP_OK;

@@ -45,7 +45,7 @@ typedef struct jp_exec_opts {
     jp_pool *pool;                     /* kernels on big tiles; NULL = the calling thread */
     jp_exec_progress_fn progress;      /* may be NULL */
     void *progress_ctx;
-    uint32_t progress_ms;              /* 0 = JP_EXEC_PROGRESS_MS */
+    int32_t progress_ms;               /* 0 = JP_EXEC_PROGRESS_MS; negative: after every tile */
     volatile sig_atomic_t *interrupt;  /* nonzero stops the run (JP_INTERRUPTED); may be NULL */
     uint64_t tile_bytes;               /* 0 = JP_EXEC_TILE_BYTES */
     bool skip_missing;                 /* leave JP_LEAF_MISSING leaves out instead of JP_MATCH */
