@@ -10,6 +10,7 @@ static const struct verb {
     const char *help;
 } verbs[] = {
     {"inspect", cmd_inspect, "list every tensor, value and suspicious global of a file"},
+    {"convert", cmd_convert, "write every tensor of a file in another format (--dtype casts floats)"},
 };
 
 static void usage(FILE *f) {
