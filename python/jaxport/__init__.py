@@ -2,11 +2,11 @@
 
 from . import _core
 from .errors import JaxportError
-from .io import load
+from .io import load, save
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "load", "open_index", "__version__"]
+__all__ = ["JaxportError", "load", "open_index", "save", "__version__"]
 
 
 def open_index(path, *, allow_unsafe=False):

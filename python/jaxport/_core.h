@@ -14,5 +14,6 @@ PyObject *jp_py_raise(const jp_err *err);
 int jp_py_init_index(PyObject *m);
 int jp_py_init_kernels(PyObject *m);
 int jp_py_init_pickle(PyObject *m);
+int jp_py_init_save(PyObject *m);
 
 #endif
