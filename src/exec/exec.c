@@ -1,8 +1,11 @@
 /* The executor: each leaf of a plan as views of its source tensors, then
  * tile by tile through the kernels into the sink (see exec.h for the bound
  * on memory and the one case that goes past it). */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include "exec.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,14 +295,40 @@ static jp_code sink_write(runner *r, const jp_plan_leaf *l, size_t i, const void
     return rc ? leaf_error(r, l, (size_t)-1, rc) : advance(r, l, n);
 }
 
+#ifndef DIRECT_BYTES
+#define DIRECT_BYTES (1u << 20)
+#endif
+
+/* The whole pages inside [p, p + n). */
+static bool page_span(const void *p, size_t n, void **start, size_t *len) {
+    static long page;
+    if (!page) page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
+    if (b <= a) return false;
+    *start = (void *)a;
+    *len = b - a;
+    return true;
+}
+
 static jp_code run_direct(runner *r, const leaf_job *j, size_t i) {
     const unsigned char *p = r->parts[0].data;
-    uint64_t chunk = r->o.tile_bytes ? r->o.tile_bytes : JP_EXEC_TILE_BYTES;
+    uint64_t chunk = r->o.tile_bytes && r->o.tile_bytes < DIRECT_BYTES ? r->o.tile_bytes : DIRECT_BYTES;
+    /* Bytes in the file's mapping (not a buffer of the index or the caller's). */
+    bool mapped = r->src.ix && !(source_at(&r->src, j->leaf->parts[0].source)->flags & JP_TENSOR_OWNED);
     for (uint64_t o = 0; o < j->bytes; o += chunk) {
         jp_code rc = check_interrupt(r, j->leaf);
         if (rc) return rc;
         size_t n = (size_t)(j->bytes - o < chunk ? j->bytes - o : chunk);
+        void *span;
+        size_t span_len;
+        bool whole = mapped && page_span(p + o, n, &span, &span_len);
+        /* Map the chunk's pages in one call rather than one fault at a time. */
+        if (whole) (void)madvise(span, span_len, MADV_POPULATE_READ);
         if ((rc = sink_write(r, j->leaf, i, p + o, n))) return rc;
+        /* Written: drop the pages from this process (they stay in the page
+         * cache), so resident memory does not grow to the file's size. */
+        if (whole) (void)madvise(span, span_len, MADV_DONTNEED);
     }
     r->stats.bytes_direct += j->bytes;
     return JP_OK;
