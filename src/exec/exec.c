@@ -49,6 +49,7 @@ typedef struct runner {
     jp_view *tile;                /* the parts a tile reads */
     uint32_t *tile_part;          /* which part each of those is */
     size_t cap;
+    bool *mapped;                 /* part k views the file's mapping (its pages may be dropped) */
     void **owned;                 /* parts made dense because a reshape needed a copy */
     size_t nowned;
     unsigned char *buf;           /* the tile buffer, reused for every leaf */
@@ -132,6 +133,37 @@ static jp_code check_interrupt(const runner *r, const jp_plan_leaf *l) {
 
 /* ---------------------------------------------------------------- one leaf */
 
+/* Plain copies go to the sink in pieces of this size: measured faster than
+ * bigger ones, which write() takes from cold mapped pages more slowly. */
+#define DIRECT_BYTES (1u << 20)
+
+/* The whole pages inside [p, p + n). */
+static bool page_span(const void *p, size_t n, void **start, size_t *len) {
+    static long page;
+    if (!page) page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
+    if (b <= a) return false;
+    *start = (void *)a;
+    *len = b - a;
+    return true;
+}
+
+/* Map in, or drop from this process, the pages a view of the file's mapping
+ * reaches. Dropped pages stay in the page cache, and a later read maps them
+ * again: this only keeps resident memory from growing to the file's size. */
+static void advise_view(const jp_view *v, int advice) {
+    uint64_t numel;
+    int64_t lo, hi;
+    if (!v->data || jp_strided_extent(v->ndim, v->shape, v->strides, &numel, &lo, &hi, NULL) || !numel) return;
+    int64_t isz = (int64_t)jp_dtype_size(v->dtype);
+    void *span;
+    size_t len;
+    if (page_span((const unsigned char *)v->data + lo * isz, (size_t)((hi - lo + 1) * isz), &span, &len))
+        (void)madvise(span, len, advice);
+}
+
+
 static bool grow_parts(runner *r, size_t n) {
     if (n <= r->cap) return true;
     size_t cap = r->cap ? r->cap : 4;
@@ -146,7 +178,9 @@ static bool grow_parts(runner *r, size_t n) {
     if (tp) r->tile_part = tp;
     void **ow = realloc(r->owned, cap * sizeof *ow);
     if (ow) r->owned = ow;
-    if (!p || !o || !t || !tp || !ow) return false;
+    bool *mp = realloc(r->mapped, cap * sizeof *mp);
+    if (mp) r->mapped = mp;
+    if (!p || !o || !t || !tp || !ow || !mp) return false;
     r->cap = cap;
     return true;
 }
@@ -183,6 +217,7 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
         return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k,
                          p->source, r->src.n);
     const jp_tensor *t = source_at(&r->src, p->source);
+    r->mapped[k] = r->src.ix && !(t->flags & JP_TENSOR_OWNED);
     jp_view v = jp_view_of_tensor(t), s;
     jp_code rc;
     if (p->slice_axis >= 0) {
@@ -206,6 +241,7 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     void *dense = malloc(numel * jp_dtype_size(v.dtype) + 1);
     if (!dense) return leaf_fail(r, l, k, JP_NO_MEMORY, "cannot copy a view to reshape it");
     r->owned[r->nowned++] = dense;
+    r->mapped[k] = false;
     if ((rc = jp_permute_cast_strided(dense, v.dtype, NULL, v.data, v.dtype, v.ndim, v.shape,
                                       v.strides, NULL, r->o.pool, err)))
         return leaf_error(r, l, k, rc);
@@ -295,27 +331,10 @@ static jp_code sink_write(runner *r, const jp_plan_leaf *l, size_t i, const void
     return rc ? leaf_error(r, l, (size_t)-1, rc) : advance(r, l, n);
 }
 
-#ifndef DIRECT_BYTES
-#define DIRECT_BYTES (1u << 20)
-#endif
-
-/* The whole pages inside [p, p + n). */
-static bool page_span(const void *p, size_t n, void **start, size_t *len) {
-    static long page;
-    if (!page) page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t b = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
-    if (b <= a) return false;
-    *start = (void *)a;
-    *len = b - a;
-    return true;
-}
-
 static jp_code run_direct(runner *r, const leaf_job *j, size_t i) {
     const unsigned char *p = r->parts[0].data;
     uint64_t chunk = r->o.tile_bytes && r->o.tile_bytes < DIRECT_BYTES ? r->o.tile_bytes : DIRECT_BYTES;
-    /* Bytes in the file's mapping (not a buffer of the index or the caller's). */
-    bool mapped = r->src.ix && !(source_at(&r->src, j->leaf->parts[0].source)->flags & JP_TENSOR_OWNED);
+    bool mapped = r->mapped[0]; /* not a buffer of the index, the caller or ours */
     for (uint64_t o = 0; o < j->bytes; o += chunk) {
         jp_code rc = check_interrupt(r, j->leaf);
         if (rc) return rc;
@@ -404,9 +423,13 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
             if (rc) return rc;
             if (count == 1) {
                 const jp_view *v = &r->tile[0];
+                /* A dense piece of the file: its pages in one call, dropped after. */
+                bool span = r->mapped[r->tile_part[0]] && is_dense(v);
+                if (span) advise_view(v, MADV_POPULATE_READ);
                 rc = jp_permute_cast_strided(r->buf, l->dtype, NULL, v->data, v->dtype, nd, v->shape,
                                              v->strides, j->perm, r->o.pool, r->err);
                 if (rc) return leaf_error(r, l, r->tile_part[0], rc);
+                if (span) advise_view(v, MADV_DONTNEED);
             } else {
                 rc = jp_concat_cast(r->buf, l->dtype, j->dst_cat, count, r->tile, j->perm, r->o.pool,
                                     r->err);
@@ -501,6 +524,8 @@ static jp_code run(runner *r) {
                              (unsigned long long)j.bytes, (unsigned long long)sink->tensors[i].nbytes);
         rc = j.direct ? run_direct(r, &j, i) : run_tiled(r, &j, i);
         if (rc) return rc;
+        for (size_t k = 0; !j.direct && k < l->nparts; k++)
+            if (r->mapped[k]) advise_view(&r->parts[k], MADV_DONTNEED);
         r->stats.tensors++;
         r->stats.bytes_out += j.bytes;
     }
@@ -529,6 +554,7 @@ static jp_code run_and_finish(const jp_plan *plan, source src, jp_sink *sink,
     }
     free_owned(&r);
     free(r.owned);
+    free(r.mapped);
     free(r.parts);
     free(r.cat_off);
     free(r.tile);

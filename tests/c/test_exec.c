@@ -243,6 +243,26 @@ static void test_qkv(void) {
             check_tensor("qkv.msgpack", names[k], JP_I64, want, sizeof want);
         }
     }
+    /* The same from a file's mapping, whose pages each leaf drops after use
+     * and the next leaf maps again. */
+    jp_plan *id;
+    CHECK_EQ_U64(jp_plan_identity_tensors(&id, &src, 1, JP_DTYPE_INVALID, &err), JP_OK);
+    CHECK_EQ_U64(run_plan(id, &src, 1, "qkv_src.msgpack", NULL, &err), JP_OK);
+    jp_plan_free(id);
+    jp_index *ix;
+    CHECK_EQ_U64(jp_index_open(&ix, tmp_path("qkv_src.msgpack"), NULL, &err), JP_OK);
+    jp_exec_opts o = {.tile_bytes = 20};
+    CHECK_EQ_U64(jp_exec_to_file(p, ix, tmp_path("qkv.eqx"), JP_FORMAT_UNKNOWN, NULL, &o, &err), JP_OK);
+    jp_index_close(ix);
+    for (int k = 0; k < 3; k++) {
+        int64_t want[E * H * D];
+        for (int i = 0; i < E; i++)
+            for (int h = 0; h < H; h++)
+                for (int d = 0; d < D; d++) want[(i * H + h) * D + d] = w[(k * E + h * D + d) * E + i];
+        char name[4];
+        snprintf(name, sizeof name, "%d", k);
+        check_tensor("qkv.eqx", name, JP_I64, want, sizeof want);
+    }
     jp_plan_free(p);
 }
 
