@@ -54,6 +54,8 @@ typedef struct runner {
     size_t nowned;
     unsigned char *buf;           /* the tile buffer, reused for every leaf */
     size_t bufcap;
+    unsigned char *stage;         /* aligned copies of misaligned source tiles */
+    size_t stagecap;
     uint64_t done, total;
     struct timespec last;
     jp_exec_stats stats;
@@ -209,6 +211,30 @@ static bool is_dense(const jp_view *v) {
     return true;
 }
 
+/* Copy view v into dense row-major bytes at dst, one byte at a time (as a
+ * uint8 view with the item's bytes as a last axis), so its elements need no
+ * alignment: msgpack and npy place data at any offset, and the kernels read
+ * whole items. */
+static jp_code gather_bytes(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
+    if (v->ndim >= JP_MAX_DIMS)
+        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
+                          "data not aligned to their item size in a tensor of %d dimensions", v->ndim);
+    int64_t isz = (int64_t)jp_dtype_size(v->dtype), shape[JP_MAX_DIMS], strides[JP_MAX_DIMS];
+    for (int d = 0; d < v->ndim; d++) {
+        shape[d] = v->shape[d];
+        strides[d] = v->strides[d] * isz;
+    }
+    shape[v->ndim] = isz;
+    strides[v->ndim] = 1;
+    return jp_permute_cast_strided(dst, JP_U8, NULL, v->data, JP_U8, v->ndim + 1, shape, strides, NULL,
+                                   pool, err);
+}
+
+static bool misaligned(const jp_view *v) {
+    size_t isz = jp_dtype_size(v->dtype);
+    return v->data && isz > 1 && (uintptr_t)v->data % isz != 0;
+}
+
 /* Part k of leaf l as a view: its source, sliced, reshaped. */
 static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *out) {
     const jp_plan_part *p = &l->parts[k];
@@ -242,9 +268,10 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     if (!dense) return leaf_fail(r, l, k, JP_NO_MEMORY, "cannot copy a view to reshape it");
     r->owned[r->nowned++] = dense;
     r->mapped[k] = false;
-    if ((rc = jp_permute_cast_strided(dense, v.dtype, NULL, v.data, v.dtype, v.ndim, v.shape,
-                                      v.strides, NULL, r->o.pool, err)))
-        return leaf_error(r, l, k, rc);
+    rc = misaligned(&v) ? gather_bytes(dense, &v, r->o.pool, err)
+                        : jp_permute_cast_strided(dense, v.dtype, NULL, v.data, v.dtype, v.ndim, v.shape,
+                                                  v.strides, NULL, r->o.pool, err);
+    if (rc) return leaf_error(r, l, k, rc);
     jp_view d = v;
     d.data = dense;
     for (int a = v.ndim - 1; a >= 0; a--)
@@ -379,24 +406,63 @@ static jp_code narrow(runner *r, const leaf_job *j, size_t *count, bool first, i
     return JP_OK;
 }
 
+/* Make every misaligned view of the tile a dense aligned copy in r->stage. */
+static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
+    size_t need = 0;
+    for (size_t q = 0; q < count; q++) {
+        const jp_view *v = &r->tile[q];
+        if (!misaligned(v)) continue;
+        uint64_t numel = 1;
+        for (int d = 0; d < v->ndim; d++) numel *= (uint64_t)v->shape[d];
+        need += ((size_t)numel * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
+    }
+    if (!need) return JP_OK;
+    if (need > r->stagecap) {
+        free(r->stage);
+        r->stage = malloc(need);
+        r->stagecap = r->stage ? need : 0;
+        if (!r->stage) return leaf_fail(r, j->leaf, (size_t)-1, JP_NO_MEMORY, "cannot allocate a staging buffer");
+    }
+    unsigned char *at = r->stage;
+    for (size_t q = 0; q < count; q++) {
+        jp_view *v = &r->tile[q];
+        if (!misaligned(v)) continue;
+        jp_code rc = gather_bytes(at, v, r->o.pool, r->err);
+        if (rc) return leaf_error(r, j->leaf, r->tile_part[q], rc);
+        uint64_t numel = 1;
+        for (int d = v->ndim - 1; d >= 0; d--) {
+            v->strides[d] = (int64_t)numel;
+            numel *= (uint64_t)v->shape[d];
+        }
+        v->data = at;
+        at += ((size_t)numel * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
+    }
+    return JP_OK;
+}
+
 static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
     const jp_plan_leaf *l = j->leaf;
     int nd = j->nd;
     uint64_t budget = r->o.tile_bytes ? r->o.tile_bytes : JP_EXEC_TILE_BYTES;
-    uint64_t dsize = jp_dtype_size(l->dtype);
-    if (budget < dsize) budget = dsize; /* at least one element a tile */
+    uint64_t dsize = jp_dtype_size(l->dtype), esize = dsize;
+    /* The budget holds a tile of the leaf and of its sources (staged when
+     * misaligned), whichever item is bigger. */
+    for (size_t k = 0; k < l->nparts; k++)
+        if (jp_dtype_size(r->parts[k].dtype) > esize) esize = jp_dtype_size(r->parts[k].dtype);
+    if (budget < esize) budget = esize; /* at least one element a tile */
     /* The tiling axis t: the first whose single index fits the budget. */
     int t = 0;
-    uint64_t inner = j->bytes;
+    uint64_t inner = 1; /* elements of one index of axis t */
     if (nd > 0) {
         for (t = 0; t < nd; t++) {
-            inner = dsize;
+            inner = 1;
             for (int d = t + 1; d < nd; d++) inner *= (uint64_t)j->dst[d];
-            if (inner <= budget) break;
+            if (inner * esize <= budget) break;
         }
     }
-    int64_t rows = nd ? (int64_t)(budget / inner ? budget / inner : 1) : 1;
+    int64_t rows = nd ? (int64_t)(budget / (inner * esize) ? budget / (inner * esize) : 1) : 1;
     if (nd && rows > j->dst[t]) rows = j->dst[t];
+    inner *= dsize; /* from here: bytes of the leaf */
     size_t want = (size_t)(inner * (uint64_t)rows);
     if (want > r->bufcap) {
         free(r->buf);
@@ -420,7 +486,7 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
                 r->tile_part[0] = 0;
                 count = 1;
             }
-            if (rc) return rc;
+            if (rc || (rc = stage_tile(r, j, count))) return rc;
             if (count == 1) {
                 const jp_view *v = &r->tile[0];
                 /* A dense piece of the file: its pages in one call, dropped after. */
@@ -561,6 +627,7 @@ static jp_code run_and_finish(const jp_plan *plan, source src, jp_sink *sink,
     free(r.tile_part);
     free(r.leaf_of);
     free(r.buf);
+    free(r.stage);
     if (r.o.stats) *r.o.stats = r.stats;
     return rc;
 }
