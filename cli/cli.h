@@ -10,6 +10,7 @@
  * 0 success, 1 the job failed (bad input file, unmatched leaves), 2 usage. */
 int cmd_inspect(int argc, char **argv);
 int cmd_match(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* Print "jaxport: <message>" for a failed call; returns 1. */
 int cli_fail(const jp_err *err);

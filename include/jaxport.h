@@ -193,6 +193,12 @@ jp_code jp_index_open(jp_index **out, const char *path, const jp_open_opts *opts
 jp_code jp_index_open_memory(jp_index **out, const void *data, size_t len, const char *name,
                              const jp_open_opts *opts, jp_err *err);
 
+/* An index over tensors the caller describes (a state dict in memory):
+ * names are copied, data are borrowed and must outlive the index. Tensors
+ * starting at the same address are marked as sharing a storage. */
+jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n, const char *name,
+                              jp_err *err);
+
 void jp_index_close(jp_index *ix);
 
 jp_format jp_index_format(const jp_index *ix);

@@ -2,12 +2,13 @@
 
 from . import _core
 from .errors import JaxportError
-from .io import load
+from .io import load, save
+from .convert import autoconvert, convert
 from .match import Plan, match
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "Plan", "load", "match", "open_index", "__version__",
+__all__ = ["JaxportError", "Plan", "autoconvert", "convert", "load", "match", "open_index", "save", "__version__",
            "wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "verify", "VerifyError"]
 
 # The runtime bridge imports jax (and torch, flax, equinox when used) only

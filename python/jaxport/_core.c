@@ -74,6 +74,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (jp_py_init_kernels(m) < 0) goto fail;
     if (jp_py_init_pickle(m) < 0) goto fail;
     if (jp_py_init_match(m) < 0) goto fail;
+    if (jp_py_init_save(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

@@ -15,10 +15,12 @@ static PyObject *text(const char *s) {
 typedef struct {
     PyObject_HEAD
     jp_index *ix;
+    PyObject *keep; /* the arrays an index over memory borrows, or NULL */
 } IndexObject;
 
 static void index_dealloc(IndexObject *self) {
     jp_index_close(self->ix);
+    Py_XDECREF(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -208,10 +210,65 @@ static PyObject *index_open(PyObject *mod, PyObject *args, PyObject *kw) {
         return NULL;
     }
     self->ix = ix;
+    self->keep = NULL;
     return (PyObject *)self;
 }
 
+/* from_arrays(names, arrays): an Index over arrays in memory (a PyTorch
+ * state dict wrapped as numpy arrays), which it keeps alive. */
+static PyObject *index_from_arrays(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *names_o, *arrays_o;
+    if (!PyArg_ParseTuple(args, "OO", &names_o, &arrays_o)) return NULL;
+    PyObject *names = PySequence_Fast(names_o, "names must be a sequence");
+    PyObject *arrays = names ? PySequence_Fast(arrays_o, "arrays must be a sequence") : NULL;
+    PyObject *keep = NULL, *result = NULL;
+    jp_tensor *ts = NULL;
+    if (!arrays) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(names);
+    if (PySequence_Fast_GET_SIZE(arrays) != n) {
+        PyErr_Format(PyExc_ValueError, "%zd names but %zd arrays", n, PySequence_Fast_GET_SIZE(arrays));
+        goto done;
+    }
+    keep = PyList_New(n);
+    ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
+    if (!keep || !ts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(names, i));
+        PyArrayObject *a = name ? jp_py_usable_array(PySequence_Fast_GET_ITEM(arrays, i)) : NULL;
+        if (!a) goto done;
+        PyList_SET_ITEM(keep, i, (PyObject *)a);
+        if (jp_py_describe(&ts[i], a, name) < 0) goto done;
+    }
+    jp_index *ix = NULL;
+    jp_err err;
+    if (jp_index_open_tensors(&ix, ts, (size_t)n, "<state dict>", &err)) {
+        jp_py_raise(&err);
+        goto done;
+    }
+    IndexObject *self = PyObject_New(IndexObject, &IndexType);
+    if (!self) {
+        jp_index_close(ix);
+        goto done;
+    }
+    self->ix = ix;
+    self->keep = keep;
+    keep = NULL;
+    result = (PyObject *)self;
+done:
+    PyMem_Free(ts);
+    Py_XDECREF(keep);
+    Py_XDECREF(arrays);
+    Py_XDECREF(names);
+    return result;
+}
+
 static PyMethodDef index_functions[] = {
+    {"from_arrays", index_from_arrays, METH_VARARGS,
+     "from_arrays(names, arrays) -> Index over numpy arrays in memory (kept alive by the index)"},
     {"open", (PyCFunction)(void (*)(void))index_open, METH_VARARGS | METH_KEYWORDS,
      "open(path, allow_unsafe=False) -> Index"},
     {NULL, NULL, 0, NULL},

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <numpy/arrayobject.h>
+
+#include "exec/exec.h"
 #include "match/mapping.h"
 
 /* Target leaves from a sequence of (path, shape, dtype name[, layer class]) tuples. The
@@ -74,52 +77,179 @@ static const char **read_strings(PyObject *seq, size_t *n, const char *what) {
     return out;
 }
 
+/* What match and convert share: the index, the leaves and the options. */
+typedef struct call {
+    jp_index *ix;
+    jp_leaf_spec *specs;
+    size_t n;
+    const char **hints, **rules;
+    jp_match_opts o;
+    const char *mapping;
+    Py_ssize_t mapping_len;
+} call;
+
+static void call_free(call *c) {
+    free(c->specs);
+    free(c->hints);
+    free(c->rules);
+}
+
+static int call_parse(call *c, PyObject *index, PyObject *leaves, const char *lib, PyObject *hints,
+                      PyObject *rules, int ordered, PyObject *flatten, const char *dtype) {
+    memset(c, 0, sizeof *c);
+    if (!(c->ix = jp_py_index(index))) return -1;
+    if (!jp_lib_from_name(lib, &c->o.lib)) {
+        PyErr_Format(PyExc_ValueError, "unknown library %s (flax, nnx, haiku, equinox)", lib);
+        return -1;
+    }
+    c->o.ordered = ordered;
+    if (dtype && !jp_dtype_is_castable_float(c->o.dtype = jp_dtype_from_name(dtype))) {
+        PyErr_Format(PyExc_ValueError, "dtype %s: floats are cast to float16, bfloat16, float32 or float64 only",
+                     dtype);
+        return -1;
+    }
+    if (flatten && flatten != Py_None &&
+        !PyArg_ParseTuple(flatten, "LLL;flatten is (C, H, W)", &c->o.flatten.c, &c->o.flatten.h, &c->o.flatten.w))
+        return -1;
+    size_t nh = 0, nr = 0;
+    if (!(c->specs = read_leaves(leaves, &c->n))) return -1;
+    if (!(c->hints = read_strings(hints, &nh, "hints must be strings 'src=dst'"))) return -1;
+    if (!(c->rules = read_strings(rules, &nr, "rules must be strings: pattern, replacement, ..."))) return -1;
+    if (nr % 2) {
+        PyErr_SetString(PyExc_ValueError, "rules must come in pairs: pattern, replacement");
+        return -1;
+    }
+    c->o.hints = c->hints, c->o.nhints = nh, c->o.rules = c->rules, c->o.nrules = nr / 2;
+    return 0;
+}
+
+/* The plan for a call: matched, or read from its mapping. */
+static jp_code call_plan(call *c, jp_plan **plan, jp_err *err) {
+    return c->mapping ? jp_plan_from_json(plan, c->mapping, (size_t)c->mapping_len, c->ix, c->specs, c->n, err)
+                      : jp_match(plan, c->ix, c->specs, c->n, &c->o, err);
+}
+
+#define CALL_KWLIST "index", "leaves", "lib", "hints", "rules", "ordered", "flatten", "dtype", "mapping"
+#define CALL_FORMAT "OO|$sOOpOzz#"
+
 static PyObject *py_match(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"index", "leaves", "lib", "hints", "rules", "ordered", "flatten", "dtype", "mapping", NULL};
+    static char *kwlist[] = {CALL_KWLIST, NULL};
     PyObject *index, *leaves, *hints = NULL, *rules = NULL, *flatten = NULL;
-    const char *lib = "flax", *dtype = NULL, *mapping = NULL;
+    const char *lib = "flax", *dtype = NULL;
+    call c;
+    const char *mapping = NULL;
     Py_ssize_t mapping_len = 0;
     int ordered = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$sOOpOzz#", kwlist, &index, &leaves, &lib, &hints, &rules,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT, kwlist, &index, &leaves, &lib, &hints, &rules,
                                      &ordered, &flatten, &dtype, &mapping, &mapping_len))
         return NULL;
-    jp_index *ix = jp_py_index(index);
-    if (!ix) return NULL;
-    jp_match_opts o = {0};
-    if (!jp_lib_from_name(lib, &o.lib))
-        return PyErr_Format(PyExc_ValueError, "unknown library %s (flax, nnx, haiku, equinox)", lib);
-    o.ordered = ordered;
-    if (dtype && (o.dtype = jp_dtype_from_name(dtype)) == JP_DTYPE_INVALID)
-        return PyErr_Format(PyExc_ValueError, "unknown dtype %s", dtype);
-    if (flatten && flatten != Py_None &&
-        !PyArg_ParseTuple(flatten, "LLL;flatten is (C, H, W)", &o.flatten.c, &o.flatten.h, &o.flatten.w))
-        return NULL;
-    size_t n = 0, nh = 0, nr = 0;
-    jp_leaf_spec *specs = read_leaves(leaves, &n);
-    const char **h = specs ? read_strings(hints, &nh, "hints must be strings 'src=dst'") : NULL;
-    const char **r = h ? read_strings(rules, &nr, "rules must be strings: pattern, replacement, ...") : NULL;
     PyObject *result = NULL;
-    if (r && nr % 2) PyErr_SetString(PyExc_ValueError, "rules must come in pairs: pattern, replacement");
-    if (r && !PyErr_Occurred()) {
-        o.hints = h, o.nhints = nh, o.rules = r, o.nrules = nr / 2;
+    if (call_parse(&c, index, leaves, lib, hints, rules, ordered, flatten, dtype) == 0) {
+        c.mapping = mapping, c.mapping_len = mapping_len;
         jp_plan *plan = NULL;
         char *json = NULL;
         jp_err err;
         jp_code rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = mapping ? jp_plan_from_json(&plan, mapping, (size_t)mapping_len, ix, specs, n, &err)
-                     : jp_match(&plan, ix, specs, n, &o, &err);
-        if (!rc) rc = jp_plan_to_json(plan, ix, specs, n, o.lib, &json, &err);
+        rc = call_plan(&c, &plan, &err);
+        if (!rc) rc = jp_plan_to_json(plan, c.ix, c.specs, c.n, c.o.lib, &json, &err);
         Py_END_ALLOW_THREADS
         jp_plan_free(plan);
         if (rc) jp_py_raise(&err);
         else result = PyUnicode_FromString(json);
         free(json);
     }
-    free(specs);
-    free(h);
-    free(r);
+    call_free(&c);
+    return result;
+}
+
+/* Allocate one numpy array per sink tensor, dtypes from the table. */
+static PyObject *new_arrays(const jp_sink_tensor *st, size_t n, PyObject *dtypes, void **bufs) {
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out && i < n; i++) {
+        PyObject *descr = PyDict_GetItemString(dtypes, jp_dtype_numpy_name(st[i].dtype));
+        if (!descr) {
+            PyErr_Format(PyExc_TypeError, "%s: numpy has no dtype %s (install ml_dtypes)", st[i].name,
+                         jp_dtype_numpy_name(st[i].dtype));
+            Py_CLEAR(out);
+            break;
+        }
+        npy_intp dims[JP_MAX_DIMS];
+        for (int d = 0; d < st[i].ndim; d++) dims[d] = (npy_intp)st[i].shape[d];
+        Py_INCREF(descr); /* PyArray_Empty steals it */
+        PyObject *a = PyArray_Empty(st[i].ndim, dims, (PyArray_Descr *)descr, 0);
+        if (!a || PyDict_SetItemString(out, st[i].name, a) < 0) {
+            Py_XDECREF(a);
+            Py_CLEAR(out);
+            break;
+        }
+        bufs[i] = PyArray_DATA((PyArrayObject *)a);
+        Py_DECREF(a);
+    }
+    return out;
+}
+
+static PyObject *py_convert(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    static char *kwlist[] = {CALL_KWLIST, "dtypes", "strict", "threads", NULL};
+    PyObject *index, *leaves, *hints = NULL, *rules = NULL, *flatten = NULL, *dtypes = NULL;
+    const char *lib = "flax", *dtype = NULL;
+    const char *mapping = NULL;
+    Py_ssize_t mapping_len = 0;
+    int ordered = 0, strict = 1, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT "O!pi", kwlist, &index, &leaves, &lib, &hints, &rules,
+                                     &ordered, &flatten, &dtype, &mapping, &mapping_len, &PyDict_Type, &dtypes,
+                                     &strict, &threads))
+        return NULL;
+    call c;
+    PyObject *arrays = NULL, *result = NULL;
+    jp_plan *plan = NULL;
+    jp_sink_tensor *st = NULL;
+    void **bufs = NULL;
+    char *json = NULL;
+    jp_pool *pool = NULL;
+    jp_err err;
+    jp_code rc = JP_OK;
+    size_t n = 0;
+    if (call_parse(&c, index, leaves, lib, hints, rules, ordered, flatten, dtype) < 0) goto done;
+    c.mapping = mapping, c.mapping_len = mapping_len;
+    Py_BEGIN_ALLOW_THREADS
+    rc = call_plan(&c, &plan, &err);
+    if (!rc) rc = jp_plan_to_json(plan, c.ix, c.specs, c.n, c.o.lib, &json, &err);
+    if (!rc && strict) rc = jp_plan_check(plan, &err);
+    if (!rc) rc = jp_exec_sink_tensors(plan, true, &st, &n, &err);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        jp_py_raise(&err);
+        goto done;
+    }
+    bufs = calloc(n + 1, sizeof *bufs);
+    if (!bufs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!(arrays = new_arrays(st, n, dtypes, bufs))) goto done;
+    if (threads != 1 && jp_pool_create(&pool, threads, &err)) {
+        jp_py_raise(&err);
+        goto done;
+    }
+    jp_sink *sink = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = jp_sink_open_memory(&sink, st, n, bufs, &err);
+    jp_exec_opts eo = {.pool = pool, .skip_missing = true};
+    if (!rc) rc = jp_exec_run(plan, c.ix, sink, &eo, &err);
+    Py_END_ALLOW_THREADS
+    if (rc) jp_py_raise(&err);
+    else result = Py_BuildValue("(sO)", json, arrays);
+done:
+    jp_pool_destroy(pool);
+    Py_XDECREF(arrays);
+    free(bufs);
+    free(st);
+    free(json);
+    jp_plan_free(plan);
+    call_free(&c);
     return result;
 }
 
@@ -137,6 +267,10 @@ static PyObject *py_plan_table(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
+    {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
+     "convert(index, leaves, *, ..., dtypes, strict=True, threads=0) -> (plan json, {leaf: array})\n\n"
+     "match's arguments, then the plan run by the executor into new numpy arrays (dtypes maps numpy\n"
+     "names to dtypes). strict refuses a plan with missing or ambiguous leaves; otherwise they are left out."},
     {"plan_table", py_plan_table, METH_O, "plan_table(json) -> str: a plan as a table for people."},
     {"match", (PyCFunction)(void (*)(void))py_match, METH_VARARGS | METH_KEYWORDS,
      "match(index, leaves, *, lib='flax', hints=(), rules=(), ordered=False, flatten=None, dtype=None,\n"
@@ -146,4 +280,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int jp_py_init_match(PyObject *m) { return PyModule_AddFunctions(m, methods); }
+int jp_py_init_match(PyObject *m) {
+    import_array1(-1);
+    return PyModule_AddFunctions(m, methods);
+}

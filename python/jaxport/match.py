@@ -102,10 +102,10 @@ def _owner_classes(root, names):
     return out
 
 
-def _index(src, allow_unsafe):
-    if isinstance(src, _core.Index):
-        return src
-    return _core.open(str(src), allow_unsafe=allow_unsafe)
+def _rule_list(rules):
+    """{regex: replacement} (or pairs) as the flat tuple the C side takes."""
+    items = rules.items() if hasattr(rules, "items") else (rules or ())
+    return tuple(x for pair in items for x in pair)
 
 
 class Plan:
@@ -149,7 +149,8 @@ class Plan:
 
 def match(src, like, *, to=None, hints=(), rules=None, ordered=False, flatten=None, dtype=None,
           mapping=None, allow_unsafe=False):
-    """Pair the tensors of `src` (a path jaxport reads, or an open index) with
+    """Pair the tensors of `src` (a path jaxport reads, a torch.nn.Module or
+    a state dict) with
     the leaves of `like` (Flax params or variables, an NNX module or State, an
     Equinox module, Haiku params) and return the Plan.
 
@@ -160,16 +161,12 @@ def match(src, like, *, to=None, hints=(), rules=None, ordered=False, flatten=No
     NHWC target; dtype: cast floating leaves; mapping: a saved plan to use
     instead of matching (refused if it was made for other models).
     """
-    index = _index(src, allow_unsafe)
+    from .convert import source_index
+    index = source_index(src, allow_unsafe=allow_unsafe)
     lib, specs = target_leaves(like, to)
-    rule_list = []
-    for pattern, replacement in (rules or {}).items():
-        rule_list += [pattern, replacement]
-    mapping_text = None
-    if mapping is not None:
-        with open(mapping, encoding="utf-8") as f:
-            mapping_text = f.read()
-    text = _core.match(index, specs, lib=lib, hints=tuple(hints), rules=tuple(rule_list), ordered=ordered,
+    from .convert import _mapping_text
+    mapping_text = _mapping_text(mapping)
+    text = _core.match(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules), ordered=ordered,
                        flatten=flatten, dtype=None if dtype is None else np.dtype(dtype).name if not isinstance(dtype, str) else dtype,
                        mapping=mapping_text)
     return Plan(text, index, lib)

@@ -282,6 +282,58 @@ jp_code jp_index_open(jp_index **out, const char *path, const jp_open_opts *opts
     return open_common(ix, path, d, len, out, err);
 }
 
+static const jp_tensor *sort_base;
+static int by_data(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)sort_base[*(const size_t *)a].data, y = (uintptr_t)sort_base[*(const size_t *)b].data;
+    return x < y ? -1 : x > y;
+}
+
+jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n, const char *name,
+                              jp_err *err) {
+    jp_err_clear(err);
+    if (!out || (!tensors && n)) return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "no output or tensors");
+    *out = NULL;
+    jp_index *ix = new_index(name ? name : "<arrays>", NULL);
+    size_t *order = calloc(n + 1, sizeof *order);
+    if (!ix || !order) {
+        free(order);
+        jp_index_close(ix);
+        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    }
+    jp_code rc = JP_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const jp_tensor *src = &tensors[i];
+        jp_tensor *t = src->name ? jp_index_new_tensor(ix, src->name, strlen(src->name)) : NULL;
+        if (!t) {
+            rc = jp_err_set(err, src->name ? JP_LIMIT : JP_ARGUMENT, JP_NO_OFFSET, src->name,
+                            "tensor %zu: no name, a name over the limit, or too many tensors", i);
+            break;
+        }
+        const char *kept = t->name;
+        *t = *src;
+        t->name = kept;
+        t->flags &= JP_TENSOR_CONTIGUOUS;
+        t->file_offset = JP_NO_OFFSET;
+        order[i] = i;
+    }
+    /* Tensors that start at the same address share a storage (tied weights). */
+    sort_base = tensors;
+    if (!rc) qsort(order, n, sizeof *order, by_data);
+    for (size_t k = 0; k < n && !rc; k++) {
+        jp_tensor *t = JP_VEC_AT(&ix->tensors, jp_tensor *, order[k]);
+        bool same = k && t->data && t->data == tensors[order[k - 1]].data;
+        t->storage = same ? JP_VEC_AT(&ix->tensors, jp_tensor *, order[k - 1])->storage : ix->nstorages++;
+    }
+    free(order);
+    if (!rc) rc = finish(ix, err);
+    if (rc) {
+        jp_index_close(ix);
+        return rc;
+    }
+    *out = ix;
+    return JP_OK;
+}
+
 jp_code jp_index_open_memory(jp_index **out, const void *data, size_t len, const char *name,
                              const jp_open_opts *opts, jp_err *err) {
     jp_err_clear(err);

@@ -79,5 +79,19 @@ bool jp_index_aliases(const jp_index *ix, int64_t *alias_of, jp_arena *a);
  * BatchNorm step counter or a tied copy of a taken tensor (harmless), or
  * nothing takes it. */
 jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err);
+/* The same over n tensors the caller describes (arrays in memory: the Python
+ * binding's jaxport.save). Names and tensors are borrowed. */
+jp_code jp_plan_identity_tensors(jp_plan **out, const jp_tensor *tensors, size_t n, jp_dtype dtype,
+                                 jp_err *err);
+
+/* The floating kinds a --dtype override changes: float16, bfloat16, float32,
+ * float64. Integers and bools keep their values' meaning only in their own
+ * type; complex would lose its imaginary part; float8 and float4 tensors are
+ * quantized weights that go with scales, so they are left as they are too. */
+bool jp_dtype_is_castable_float(jp_dtype dt);
+
+/* Set every leaf whose dtype is such a float to dtype (a plain conversion's
+ * --dtype); other leaves keep theirs. JP_ARGUMENT unless dtype is one too. */
+jp_code jp_plan_cast_floats(jp_plan *p, jp_dtype dtype, jp_err *err);
 
 #endif /* JP_PLAN_H */

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from flax import linen as nn
-from flax.traverse_util import unflatten_dict
 
 import jaxport
 from jaxport import errors
@@ -26,9 +25,16 @@ def save(module, tmp_path, name="m.pt"):
     return path
 
 
-def tree_from(plan):
-    arrays = apply_plan(plan.data, plan.index)
-    return unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in arrays.items()})
+def tree_from(plan, like):
+    """The target filled by the executor running `plan`, checked against the
+    numpy reading of the same plan."""
+    out = jaxport.convert(plan.index, like, mapping=plan, to=plan.library)
+    want = apply_plan(plan.data, plan.index)
+    from jaxport import trees
+    got = dict(zip(*trees.flatten(out[0] if isinstance(out, tuple) else out)))
+    for name, a in want.items():
+        assert np.array_equal(np.asarray(got[name]), a), name
+    return out
 
 
 def close(a, b, tol=1e-5):
@@ -92,12 +98,12 @@ def test_conv_batchnorm_and_the_flatten_rule(tmp_path):
     assert [u["tensor"] for u in plan.unused] == ["bn1.num_batches_tracked", "bn2.num_batches_tracked"]
     assert all(u["harmless"] for u in plan.unused)
     want = tm(torch.from_numpy(x)).detach().numpy()
-    got = FlaxCNN().apply(tree_from(plan), jnp.asarray(x.transpose(0, 2, 3, 1)))
+    got = FlaxCNN().apply(tree_from(plan, like), jnp.asarray(x.transpose(0, 2, 3, 1)))
     assert close(want, got)
     # Without the rule the pairing is the same but the first Dense is wrong.
     plain = jaxport.match(path, like)
     assert plain.ok
-    assert not close(want, FlaxCNN().apply(tree_from(plain), jnp.asarray(x.transpose(0, 2, 3, 1))))
+    assert not close(want, FlaxCNN().apply(tree_from(plain, like), jnp.asarray(x.transpose(0, 2, 3, 1))))
 
 
 @pytest.mark.parametrize("transpose_kernel", [False, True])
@@ -122,7 +128,7 @@ def test_conv_transpose(tmp_path, transpose_kernel, cin, cout):
     like = F().init(jax.random.key(0), jnp.zeros((1, 5, 5, cin)))
     plan = jaxport.match(save(tm, tmp_path), like)
     assert plan.ok, plan.problems
-    got = np.asarray(F().apply(tree_from(plan), jnp.asarray(x.transpose(0, 2, 3, 1))))
+    got = np.asarray(F().apply(tree_from(plan, like), jnp.asarray(x.transpose(0, 2, 3, 1))))
     want = tm(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1)
     if cin == cout and transpose_kernel:
         # A square kernel fits both layouts; the Flax default (flipped) is
@@ -155,7 +161,7 @@ def test_embedding_is_not_transposed_even_beside_a_linear_of_its_shape(tmp_path)
     assert plan.ok, plan.problems
     src = {l["leaf"]: l["from"][0]["tensor"] for l in plan.leaves}
     assert src == {"params/Embed_0/embedding": "emb.weight", "params/Dense_0/kernel": "proj.weight"}
-    assert close(tm(torch.from_numpy(ids)).detach().numpy(), F().apply(tree_from(plan), jnp.asarray(ids)))
+    assert close(tm(torch.from_numpy(ids)).detach().numpy(), F().apply(tree_from(plan, like), jnp.asarray(ids)))
 
 
 class TorchBlock(torch.nn.Module):
@@ -190,7 +196,7 @@ def test_fused_attention_is_split_into_query_key_value(tmp_path):
     assert plan.ok, plan.problems
     q = next(l for l in plan.leaves if l["leaf"].endswith("query/kernel"))
     assert q["from"][0] == {"tensor": "attn.in_proj_weight", "slice": [0, 0, 16], "shape": [4, 4, 16]}
-    assert close(tm(torch.from_numpy(x)).detach().numpy(), FlaxBlock().apply(tree_from(plan), jnp.asarray(x)))
+    assert close(tm(torch.from_numpy(x)).detach().numpy(), FlaxBlock().apply(tree_from(plan, like), jnp.asarray(x)))
 
 
 def test_tied_weights_are_reported_not_fatal(tmp_path):
@@ -257,7 +263,7 @@ def test_numbered_flax_names_pair_in_creation_order_past_ten(tmp_path):
     src = {l["leaf"]: l["from"][0]["tensor"] for l in plan.leaves}
     assert src["params/Dense_10/kernel"] == "10.weight" and src["params/Dense_2/kernel"] == "2.weight"
     x = np.random.RandomState(3).randn(2, 4).astype(np.float32)
-    assert close(seq(torch.from_numpy(x)).detach().numpy(), F().apply(tree_from(plan), jnp.asarray(x)))
+    assert close(seq(torch.from_numpy(x)).detach().numpy(), F().apply(tree_from(plan, like), jnp.asarray(x)))
 
 
 def test_rename_rules(tmp_path):
@@ -388,12 +394,7 @@ def test_nnx_module(tmp_path):
     model = N(nnx.Rngs(0))
     plan = jaxport.match(save(tm, tmp_path), model)
     assert plan.library == "nnx" and plan.ok, plan.problems
-    arrays = apply_plan(plan.data, plan.index)
-    state = nnx.state(model)
-    flat = dict(nnx.to_flat_state(state))
-    for path, var in flat.items():
-        var.set_value(jnp.asarray(arrays["/".join(map(str, path))]))
-    nnx.update(model, nnx.from_flat_state(flat))
+    model = tree_from(plan, model)
     x = np.random.RandomState(4).randn(2, 3, 6, 6).astype(np.float32)
     assert close(tm(torch.from_numpy(x)).detach().numpy(), model(jnp.asarray(x.transpose(0, 2, 3, 1))))
 
@@ -437,11 +438,7 @@ def test_equinox_conv_bias_transposed_conv_and_attention(tmp_path):
     model = E(jax.random.key(0))
     plan = jaxport.match(save(tm, tmp_path), model)
     assert plan.library == "equinox" and plan.ok, plan.problems
-    arrays = apply_plan(plan.data, plan.index)
-    from jaxport import trees
-    names, leaves = trees.flatten(model)
-    treedef = jax.tree_util.tree_structure(model)
-    model = treedef.unflatten([jnp.asarray(arrays[n]) if n in arrays else x for n, x in zip(names, leaves)])
+    model = tree_from(plan, model)
     x = np.random.RandomState(5).randn(3, 6, 6).astype(np.float32)
     want = tm(torch.from_numpy(x[None]))[0].detach().numpy()
     assert close(want, model(jnp.asarray(x)), 1e-4)

@@ -1,0 +1,139 @@
+"""jaxport.convert: a PyTorch checkpoint into the JAX model you pass, in one
+call. Matching and moving the bytes happen in C (the matcher and the
+executor); this module wraps a state dict's buffers as arrays, reads the
+target's leaves and puts the new arrays back into an object of the same kind.
+"""
+
+import os
+
+import numpy as np
+
+from . import _core
+from .io import numpy_dtypes
+from .match import Plan, _rule_list, target_leaves
+
+__all__ = ["convert", "autoconvert", "source_index"]
+
+
+def _torch_array(t):
+    """A numpy view of a CPU tensor's memory (strides kept, no copy);
+    bfloat16 and float8 through ml_dtypes. Tensors on a device are copied to
+    the host once."""
+    import torch
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    special = {torch.bfloat16: ("int16", "bfloat16")}
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+        if hasattr(torch, name):
+            special[getattr(torch, name)] = ("uint8", name)
+    if t.dtype in special:
+        raw, np_name = special[t.dtype]
+        return t.view(getattr(torch, raw)).numpy().view(numpy_dtypes()[np_name])
+    return t.numpy()
+
+
+def source_index(src, *, allow_unsafe=False):
+    """An index of the source tensors: `src` is a path jaxport reads, an
+    open index, a torch.nn.Module or a state dict (tensors are viewed, not
+    copied, while on the CPU)."""
+    if isinstance(src, _core.Index):
+        return src
+    if isinstance(src, str | os.PathLike):
+        return _core.open(os.fspath(src), allow_unsafe=allow_unsafe)
+    state = src.state_dict() if callable(getattr(src, "state_dict", None)) else src
+    if not hasattr(state, "items"):
+        raise TypeError(f"src must be a path, a torch.nn.Module or a state dict, not {type(src).__name__}")
+    import torch
+    names = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+    return _core.from_arrays(names, [_torch_array(state[k]) for k in names])
+
+
+def _rebuild(like, lib, arrays):
+    """`like` with its leaves replaced by `arrays` (leaf path -> array), as
+    jax arrays, in an object of the same kind."""
+    import jax
+    import jax.numpy as jnp
+    from . import trees
+    device = {k: jnp.asarray(v) for k, v in arrays.items()}
+    if lib == "nnx":
+        from flax import nnx
+        if isinstance(like, nnx.Module):
+            nnx.update(like, trees.unflatten(nnx.state(like), device))
+            return like
+        return trees.unflatten(like, device)
+    if lib == "equinox":
+        model, state = like if isinstance(like, tuple) else (like, None)
+        names, leaves = trees.flatten(model)
+        treedef = jax.tree_util.tree_structure(model)
+        model = treedef.unflatten([device.get(n, x) for n, x in zip(names, leaves)])
+        if state is None:
+            return model
+        return model, _fill_eqx_state(model, state, device)
+    return trees.unflatten(like, device)
+
+
+def _fill_eqx_state(model, state, arrays):
+    import equinox as eqx
+    import jax
+    from . import trees
+    is_bn = lambda x: isinstance(x, eqx.nn.BatchNorm)  # noqa: E731
+    for path, node in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_bn)[0]:
+        if is_bn(node) and node.ema_state_index is not None:
+            prefix = trees._path_name(path)
+            state = state.set(node.ema_state_index, (arrays[prefix + "/running_mean"], arrays[prefix + "/running_var"]))
+    return state
+
+
+def _mapping_text(mapping):
+    """A plan's JSON from a Plan or a saved file (None: match afresh)."""
+    if mapping is None or isinstance(mapping, Plan):
+        return None if mapping is None else mapping.json
+    with open(mapping, encoding="utf-8") as f:
+        return f.read()
+
+
+def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=None, strict=True, flatten=None,
+            ordered=False, allow_unsafe=False, threads=0, return_plan=False):
+    """The PyTorch weights of `src` in the shape of `like`.
+
+    src: a path jaxport reads (.pt, .bin, .safetensors, sharded index...), a
+    torch.nn.Module or a state dict. like: Flax linen params or variables
+    (with batch_stats), an NNX module (updated in place through nnx.update and
+    returned) or nnx.State, an Equinox module or (module, state) pair (the
+    state gets BatchNorm running statistics), Haiku params. Returns an
+    object of the same kind holding jax arrays; with return_plan, also the
+    Plan. The library is told from `like`; `to` overrides it.
+
+    hints, rules, flatten, ordered: as jaxport.match; mapping: a Plan or a
+    saved plan file to run instead of matching. dtype casts
+    floating leaves (float16/bfloat16/float32/float64) in C. strict (the
+    default) raises MatchError or AmbiguousError, naming the leaf and why,
+    when any leaf has no source; strict=False leaves those leaves as they
+    are in `like`."""
+    index = source_index(src, allow_unsafe=allow_unsafe)
+    lib, specs = target_leaves(like, to)
+    mapping_text = _mapping_text(mapping)
+    if dtype is not None and not isinstance(dtype, str):
+        dtype = np.dtype(dtype).name
+    text, arrays = _core.convert(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules),
+                                 ordered=ordered, flatten=flatten, dtype=dtype, mapping=mapping_text,
+                                 dtypes=numpy_dtypes(), strict=strict, threads=threads)
+    if not strict:
+        from . import trees
+        root = like[0] if isinstance(like, tuple) else like
+        names, leaves = trees.flatten(root)
+        for name, leaf in zip(names, leaves):
+            arrays.setdefault(name, leaf)
+    out = _rebuild(like, lib, arrays)
+    return (out, Plan(text, index, lib)) if return_plan else out
+
+
+def autoconvert(model, state_dict, **kwargs):
+    """statedict2pytree's call: an Equinox model and a PyTorch state dict (or
+    module, or path) in, (model, state) out, the state holding BatchNorm
+    running statistics. Pairing is by names and shapes, not by order, so
+    fields need not be declared in PyTorch's order."""
+    import equinox as eqx
+    state = eqx.nn.State(model)
+    return convert(state_dict, (model, state), to="equinox", **kwargs)
