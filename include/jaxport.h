@@ -134,6 +134,8 @@ enum {
     JP_TENSOR_CONTIGUOUS = 1u << 1, /* row-major dense: strides are the default */
     JP_TENSOR_OWNED = 1u << 2,      /* data lives in a buffer of the index, not the mapping
                                        (inflated zip entry, byte-swapped storage) */
+    JP_TENSOR_MAPPED = 1u << 3,     /* data lies in a read-only mapping of a file the index
+                                       opened: its pages can be dropped and read again */
 };
 
 typedef struct jp_tensor {

@@ -243,7 +243,7 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
         return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k,
                          p->source, r->src.n);
     const jp_tensor *t = source_at(&r->src, p->source);
-    r->mapped[k] = r->src.ix && !(t->flags & JP_TENSOR_OWNED);
+    r->mapped[k] = r->src.ix && (t->flags & JP_TENSOR_MAPPED); /* never memory a caller lent */
     jp_view v = jp_view_of_tensor(t), s;
     jp_code rc;
     if (p->slice_axis >= 0) {

@@ -139,6 +139,17 @@ static bool is_contiguous(const jp_tensor *t) {
     return true;
 }
 
+/* Whether t's first byte is in a file the index mapped (not memory a caller
+ * lent, not a buffer of the index). */
+static bool in_file_mapping(const jp_index *ix, const jp_tensor *t) {
+    if (!t->data || (t->flags & JP_TENSOR_OWNED)) return false;
+    for (size_t k = 0; k < ix->maps.len; k++) {
+        const jp_map *m = &JP_VEC_AT(&ix->maps, jp_map, k);
+        if ((uintptr_t)t->data >= (uintptr_t)m->data && (uintptr_t)t->data < (uintptr_t)m->data + m->len) return true;
+    }
+    return false;
+}
+
 static jp_code finish(jp_index *ix, jp_err *err) {
     size_t n = ix->tensors.len;
     size_t cap = 16;
@@ -164,6 +175,7 @@ static jp_code finish(jp_index *ix, jp_err *err) {
         }
         ix->table[h] = (uint32_t)i + 1;
         if (is_contiguous(t)) t->flags |= JP_TENSOR_CONTIGUOUS;
+        if (in_file_mapping(ix, t)) t->flags |= JP_TENSOR_MAPPED;
         if (uses && t->storage < ix->nstorages) uses[t->storage]++;
     }
     if (uses) {
@@ -312,7 +324,7 @@ jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n
         const char *kept = t->name;
         *t = *src;
         t->name = kept;
-        t->flags &= JP_TENSOR_CONTIGUOUS;
+        t->flags = 0; /* finish() sets what holds */
         t->file_offset = JP_NO_OFFSET;
         order[i] = i;
     }
