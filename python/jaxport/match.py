@@ -58,7 +58,9 @@ def target_leaves(like, to=None):
     kinds += ["BatchNorm"] * len(state_leaves)
     specs = []
     for name, leaf, kind in zip(names, leaves, kinds):
-        if not hasattr(leaf, "shape"):  # Equinox keeps Python numbers (dropout rates) as leaves
+        # Equinox keeps Python numbers (dropout rates) as leaves, and a
+        # StateIndex holds the initial state of a layer, not weights.
+        if not hasattr(leaf, "shape") or kind == "StateIndex":
             continue
         dtype = np.dtype(leaf.dtype).name
         specs.append((name, tuple(leaf.shape), dtype, kind))
@@ -89,6 +91,7 @@ def _owner_classes(root, names):
     out = []
     for name in names:
         node = root
+        inside_state = False
         for part in name.split("/")[:-1]:
             if isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
@@ -98,7 +101,8 @@ def _owner_classes(root, names):
                 node = getattr(node, part, None)
             if node is None:
                 break
-        out.append(type(node).__name__ if node is not None else None)
+            inside_state |= type(node).__name__ == "StateIndex"
+        out.append("StateIndex" if inside_state else type(node).__name__ if node is not None else None)
     return out
 
 

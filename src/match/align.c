@@ -1015,9 +1015,9 @@ jp_code jp_plan_check(const jp_plan *p, jp_err *err) {
     for (size_t i = 0; i < p->n; i++) {
         const jp_plan_leaf *l = &p->leaves[i];
         if (l->flags & JP_LEAF_AMBIGUOUS)
-            return jp_err_set(err, JP_AMBIGUOUS, JP_NO_OFFSET, l->name, "%s: %s", l->name, l->rule);
+            return jp_err_set(err, JP_AMBIGUOUS, JP_NO_OFFSET, l->name, "%s", l->rule);
         if (l->flags & JP_LEAF_MISSING)
-            return jp_err_set(err, JP_MATCH, JP_NO_OFFSET, l->name, "%s: %s", l->name, l->rule);
+            return jp_err_set(err, JP_MATCH, JP_NO_OFFSET, l->name, "%s", l->rule);
     }
     return JP_OK;
 }

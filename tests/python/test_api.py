@@ -1,0 +1,148 @@
+"""jaxport.convert / autoconvert / verify: one call from a PyTorch model to
+the JAX object the user passed, for each target library, checked by outputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import linen as nn
+
+import jaxport
+from jaxport import errors
+
+torch.manual_seed(0)
+
+
+class TorchNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
+
+
+def trained():
+    m = TorchNet()
+    with torch.no_grad():
+        m.bn.running_mean.normal_()
+        m.bn.running_var.uniform_(0.5, 2)
+        m.bn.weight.normal_()
+    return m.eval()
+
+
+X = np.random.RandomState(0).randn(2, 3, 6, 6).astype(np.float32)
+
+
+class LinenNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(8, (3, 3), padding=1)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=True)(x))
+        return nn.Dense(4)(x.mean(axis=(1, 2)))
+
+
+def test_linen_variables_from_a_live_module_and_verify():
+    tm = trained()
+    before = {k: v.clone() for k, v in tm.state_dict().items()}
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    variables = jaxport.convert(tm, like)
+    assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(like)
+    assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(variables))
+    report = jaxport.verify(tm, lambda x: LinenNet().apply(variables, x), X, rtol=1e-4, atol=1e-5)
+    assert report.ok and report.rows[0]["shape"] == (2, 4)
+    # The source is read, never written (its memory is lent to the engine).
+    assert all(torch.equal(before[k], v) for k, v in tm.state_dict().items())
+
+
+def test_nnx_module_is_updated_in_place():
+    from flax import nnx
+
+    class N(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 8, (3, 3), padding=1, rngs=rngs)
+            self.bn = nnx.BatchNorm(8, use_running_average=True, rngs=rngs)
+            self.fc = nnx.Linear(8, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(nnx.relu(self.bn(self.conv(x))).mean(axis=(1, 2)))
+
+    tm = trained()
+    model = N(nnx.Rngs(0))
+    out = jaxport.convert(tm, model)
+    assert out is model
+    jaxport.verify(tm, model, X, rtol=1e-4, atol=1e-5)
+
+
+def test_equinox_autoconvert_fills_the_state():
+    import equinox as eqx
+
+    class E(eqx.Module):
+        conv: eqx.nn.Conv2d
+        bn: eqx.nn.BatchNorm
+        fc: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2 = jax.random.split(key)
+            self.conv = eqx.nn.Conv2d(3, 8, 3, padding=1, key=k1)
+            self.bn = eqx.nn.BatchNorm(8, axis_name="batch", inference=True)
+            self.fc = eqx.nn.Linear(8, 4, key=k2)
+
+        def __call__(self, x, state):
+            y, state = self.bn(self.conv(x), state)
+            return self.fc(jax.nn.relu(y).mean(axis=(1, 2))), state
+
+    tm = trained()
+    model = E(jax.random.key(0))
+    model, state = jaxport.autoconvert(model, tm.state_dict())
+    np.testing.assert_array_equal(np.asarray(state.get(model.bn.ema_state_index)[0]), tm.bn.running_mean.numpy())
+    fn = jax.vmap(lambda x: model(x, state)[0])
+    jaxport.verify(tm, fn, X, layout="same", rtol=1e-4, atol=1e-5)
+
+
+def test_from_files_in_every_source_format(tmp_path):
+    from safetensors.torch import save_file
+    tm = trained()
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    torch.save(tm.state_dict(), tmp_path / "m.pt")
+    sd = {k: v for k, v in tm.state_dict().items()}
+    save_file(sd, tmp_path / "m.safetensors")
+    a = jaxport.convert(tmp_path / "m.pt", like)
+    b = jaxport.convert(tmp_path / "m.safetensors", like)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_dtype_casts_floats_only():
+    tm = trained()
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    v = jaxport.convert(tm, like, dtype="bfloat16")
+    assert {np.dtype(x.dtype) for x in jax.tree_util.tree_leaves(v)} == {np.dtype(jnp.bfloat16)}
+    np.testing.assert_array_equal(np.asarray(v["params"]["Dense_0"]["bias"]),
+                                  tm.fc.bias.detach().to(torch.bfloat16).float().numpy().astype(jnp.bfloat16))
+
+
+def test_strict_refusal_names_the_leaf_and_lenient_keeps_like():
+    class Wider(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = LinenNet()(x)
+            return nn.Dense(2, name="extra_head")(x)
+
+    tm = trained()
+    like = Wider().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    with pytest.raises(errors.MatchError, match="extra_head/(kernel|bias)"):
+        jaxport.convert(tm, like)
+    v = jaxport.convert(tm, like, strict=False)
+    np.testing.assert_array_equal(np.asarray(v["params"]["extra_head"]["kernel"]),
+                                  np.asarray(like["params"]["extra_head"]["kernel"]))
+
+
+def test_verify_fails_loudly():
+    tm = trained()
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    with pytest.raises(jaxport.VerifyError, match="max \\|diff\\|"):
+        jaxport.verify(tm, lambda x: LinenNet().apply(like, x), X)
