@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "target.h"
 #include "exec/exec.h"
 
 static const char *usage_text =
     "usage: jaxport convert IN -o OUT [--dtype bf16|f16|f32|f64] [--shard-size SIZE]\n"
     "                       [--format FMT] [--threads N] [--allow-unsafe] [--json] [--quiet]\n"
+    "                       [--like TEMPLATE [matching options]]\n"
     "\n"
     "  -o OUT          the file to write; its extension names the format\n"
     "                  (.msgpack .eqx .safetensors .npz) unless --format is given\n"
@@ -31,6 +33,10 @@ static const char *usage_text =
     "                  runs either way); without it such a file is an error\n"
     "  --json          print the summary as one JSON object\n"
     "  --quiet         no progress bar and no summary\n"
+    "\n"
+    "With --like, the tensors are first paired with the template's leaves and laid\n"
+    "out as its library wants (kernels transposed, attention split, ...), as\n"
+    "`jaxport match` shows; any unpaired leaf stops the conversion. Options:\n" CLI_MATCH_USAGE
     "\n"
     "Ctrl-C stops the conversion and removes what was written (exit status 130).\n";
 
@@ -170,9 +176,13 @@ int cmd_convert(int argc, char **argv) {
     int threads = 0;
     bool json = false, quiet = false;
     jp_open_opts open_opts = {0};
+    cli_match_args ma = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_value = i + 1 < argc;
+        int took = cli_match_option(&ma, argc, argv, &i);
+        if (took < 0) return 2;
+        if (took) continue;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -228,8 +238,21 @@ int cmd_convert(int argc, char **argv) {
                     "what it would run; 'jaxport convert --allow-unsafe' converts it anyway.\n", in);
         return 1;
     }
-    if (jp_plan_identity(&plan, ix, JP_DTYPE_INVALID, &err) ||
-        (dtype && jp_plan_cast_floats(plan, dtype, &err)) || jp_pool_create(&pool, threads, &err)) {
+    if (ma.like) {
+        if ((status = cli_match_plan(&ma, ix, dtype, &plan, &err))) goto done;
+        status = 1;
+        if (jp_plan_check(plan, &err)) {
+            cli_fail(&err);
+            fprintf(stderr, "jaxport: nothing was written; 'jaxport match %s --like %s' shows every leaf\n", in,
+                    ma.like);
+            goto done;
+        }
+    } else if (jp_plan_identity(&plan, ix, JP_DTYPE_INVALID, &err) ||
+               (dtype && jp_plan_cast_floats(plan, dtype, &err))) {
+        cli_fail(&err);
+        goto done;
+    }
+    if (jp_pool_create(&pool, threads, &err)) {
         cli_fail(&err);
         goto done;
     }
@@ -275,6 +298,7 @@ int cmd_convert(int argc, char **argv) {
         status = 0;
     }
 done:
+    cli_match_free(&ma);
     free(meta);
     jp_pool_destroy(pool);
     jp_plan_free(plan);

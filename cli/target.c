@@ -2,6 +2,7 @@
 #include "target.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,4 +83,160 @@ void cli_target_free(cli_target *t) {
     jp_index_close(t->ix);
     json_decref(t->json);
     memset(t, 0, sizeof *t);
+}
+
+/* Rules from a file: "REGEX => REPLACEMENT" per line. */
+static int read_rules(const char *path, char ***rules, size_t *n, char **buf) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "jaxport: cannot read %s\n", path);
+        return 1;
+    }
+    size_t cap = 0, len = 0;
+    char *text = NULL;
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            char *nt = realloc(text, cap);
+            if (!nt || cap > (1u << 24)) {
+                free(nt ? nt : text);
+                fclose(f);
+                fprintf(stderr, "jaxport: %s is too large for a rules file\n", path);
+                return 1;
+            }
+            text = nt;
+        }
+        size_t got = fread(text + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    text[len] = '\0';
+    *buf = text;
+    *rules = calloc(2 * (len / 2 + 1), sizeof **rules);
+    if (!*rules) return 1;
+    *n = 0;
+    int line = 0;
+    for (char *p = text, *next; p && *p; p = next) {
+        line++;
+        next = strchr(p, '\n');
+        if (next) *next++ = '\0';
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == '#') continue;
+        char *arrow = strstr(p, " => ");
+        if (!arrow) {
+            fprintf(stderr, "jaxport: %s:%d: expected 'REGEX => REPLACEMENT'\n", path, line);
+            return 1;
+        }
+        *arrow = '\0';
+        char *rep = arrow + 4, *end = rep + strlen(rep);
+        while (end > rep && (end[-1] == '\r' || end[-1] == ' ')) *--end = '\0';
+        (*rules)[2 * *n] = p;
+        (*rules)[2 * *n + 1] = rep;
+        (*n)++;
+    }
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    *len = 0;
+    for (;;) {
+        if (*len + 65536 > cap) {
+            cap = cap ? 2 * cap : 65536;
+            char *nb = cap > (1u << 30) ? NULL : realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + *len, 1, cap - *len - 1, f);
+        *len += got;
+        if (!got) break;
+    }
+    fclose(f);
+    buf[*len] = '\0';
+    return buf;
+}
+
+
+int cli_match_option(cli_match_args *a, int argc, char **argv, int *i) {
+    const char *o = argv[*i];
+    bool has_value = *i + 1 < argc;
+    if (strcmp(o, "--ordered") == 0) {
+        a->ordered = true;
+        return 1;
+    }
+    const char *const with_value[] = {"--like", "--to", "--hint", "--rules", "--mapping", "--flatten", NULL};
+    bool known = false;
+    for (const char *const *w = with_value; *w; w++) known |= strcmp(o, *w) == 0;
+    if (!known) return 0;
+    if (!has_value) {
+        fprintf(stderr, "jaxport: %s needs a value\n", o);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    if (strcmp(o, "--like") == 0) {
+        a->like = v;
+    } else if (strcmp(o, "--to") == 0) {
+        a->to = v;
+    } else if (strcmp(o, "--rules") == 0) {
+        a->rules_path = v;
+    } else if (strcmp(o, "--mapping") == 0) {
+        a->mapping = v;
+    } else if (strcmp(o, "--hint") == 0) {
+        if (!strchr(v, '=') || a->nhints >= CLI_MAX_HINTS) {
+            fprintf(stderr, "jaxport: --hint wants SRC=DST (at most %d)\n", CLI_MAX_HINTS);
+            return -1;
+        }
+        a->hints[a->nhints++] = v;
+    } else {
+        long long c, h, w;
+        if (sscanf(v, "%lld,%lld,%lld", &c, &h, &w) != 3 || c <= 0 || h <= 0 || w <= 0) {
+            fprintf(stderr, "jaxport: --flatten wants C,H,W (positive)\n");
+            return -1;
+        }
+        a->flatten = (jp_flatten_rule){c, h, w};
+    }
+    return 1;
+}
+
+int cli_match_plan(cli_match_args *a, const jp_index *ix, jp_dtype dtype, jp_plan **plan, jp_err *err) {
+    *plan = NULL;
+    if (a->rules_path && read_rules(a->rules_path, &a->rules, &a->nrules, &a->rules_buf)) return 1;
+    jp_code rc = cli_target_load(&a->target, a->like, err);
+    if (rc) return cli_fail(err);
+    a->lib = a->target.has_lib ? a->target.lib : JP_LIB_FLAX;
+    if (a->to && !jp_lib_from_name(a->to, &a->lib)) {
+        fprintf(stderr, "jaxport: unknown library '%s' (flax, nnx, haiku, equinox)\n", a->to);
+        return 2;
+    }
+    if (a->mapping) {
+        size_t len = 0;
+        char *text = read_file(a->mapping, &len);
+        if (!text) {
+            fprintf(stderr, "jaxport: cannot read %s\n", a->mapping);
+            return 1;
+        }
+        rc = jp_plan_from_json(plan, text, len, ix, a->target.leaves, a->target.n, err);
+        free(text);
+        if (!rc && dtype) rc = jp_plan_cast_floats(*plan, dtype, err);
+    } else {
+        jp_match_opts o = {.lib = a->lib, .hints = a->hints, .nhints = a->nhints,
+                           .rules = (const char *const *)a->rules, .nrules = a->nrules,
+                           .ordered = a->ordered, .flatten = a->flatten, .dtype = dtype};
+        rc = jp_match(plan, ix, a->target.leaves, a->target.n, &o, err);
+    }
+    return rc ? cli_fail(err) : 0;
+}
+
+void cli_match_free(cli_match_args *a) {
+    cli_target_free(&a->target);
+    free(a->rules);
+    free(a->rules_buf);
 }

@@ -9,7 +9,8 @@
 #ifndef JP_CLI_TARGET_H
 #define JP_CLI_TARGET_H
 
-#include "match/match.h"
+#include "cli.h"
+#include "match/mapping.h"
 
 typedef struct cli_target {
     jp_leaf_spec *leaves;
@@ -22,5 +23,42 @@ typedef struct cli_target {
 
 jp_code cli_target_load(cli_target *t, const char *path, jp_err *err);
 void cli_target_free(cli_target *t);
+
+/* The options `match` and `convert --like` share. */
+#define CLI_MAX_HINTS 256
+#define CLI_MATCH_USAGE                                                                        \
+    "  --like TEMPLATE     the target's leaves: a Flax msgpack, safetensors or npz of the\n"  \
+    "                      initialised params, an .eqx file, or a JSON leaf list\n"           \
+    "  --to LIB            flax (default), nnx, haiku or equinox\n"                           \
+    "  --hint SRC=DST      source module SRC is target module DST (repeatable)\n"             \
+    "  --rules FILE        rename rules applied to source names first, one per line:\n"       \
+    "                      REGEX => REPLACEMENT (\\\\1..\\\\9 for groups; # comments)\n"      \
+    "  --flatten C,H,W     a Linear after a conv stack flattens a CxHxW map (NCHW in\n"       \
+    "                      PyTorch, NHWC in the target): reorder its input axis\n"            \
+    "  --ordered           pair leaf by leaf in order (statedict2pytree's way)\n"             \
+    "  --mapping FILE      use a saved (perhaps edited) plan instead of matching\n"
+
+typedef struct cli_match_args {
+    const char *like, *to, *rules_path, *mapping;
+    const char *hints[CLI_MAX_HINTS];
+    size_t nhints;
+    bool ordered;
+    jp_flatten_rule flatten;
+    /* filled by cli_match_plan */
+    cli_target target;
+    jp_lib lib;
+    char **rules, *rules_buf;
+    size_t nrules;
+} cli_match_args;
+
+/* argv[*i] if it is one of the options above (advancing *i past its value):
+ * 1 taken, 0 not one of them, -1 a bad value (said on stderr). */
+int cli_match_option(cli_match_args *a, int argc, char **argv, int *i);
+
+/* The plan for a->like against ix: matched, or read from a->mapping; dtype
+ * (or JP_DTYPE_INVALID) casts floating leaves. An exit status: 0, or 1/2
+ * with the reason printed. */
+int cli_match_plan(cli_match_args *a, const jp_index *ix, jp_dtype dtype, jp_plan **plan, jp_err *err);
+void cli_match_free(cli_match_args *a);
 
 #endif

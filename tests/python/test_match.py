@@ -475,3 +475,55 @@ def test_equinox_batchnorm_statistics_come_from_the_state(tmp_path):
     src = {l["leaf"]: l["from"][0]["tensor"] for l in plan.leaves}
     assert src["bn/running_mean"] == "bn.running_mean" and src["bn/weight"] == "bn.weight"
     assert [n for n, _ in eqx_state_leaves(model, state)] == ["bn/running_mean", "bn/running_var"]
+
+
+# ---------------------------------------------------------------- the command line
+
+def _cli(*args):
+    import subprocess
+    from pathlib import Path
+    tool = Path(jaxport.__file__).resolve().parents[2] / "cli" / "jaxport"
+    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_match_and_convert_like_a_template(tmp_path):
+    import flax.serialization as fs
+    tm = randomise_bn(TorchCNN())
+    pt = save(tm, tmp_path)
+    like = FlaxCNN().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    template = tmp_path / "like.msgpack"
+    template.write_bytes(fs.to_bytes(like))
+    r = _cli("match", pt, "--like", template, "--flatten", "6,4,4", "-o", tmp_path / "plan.json")
+    assert r.returncode == 0, r.stderr
+    assert "NCHW flatten" in r.stdout and "18/18 leaves paired" in r.stdout
+    r = _cli("match", pt, "--like", template, "--mapping", tmp_path / "plan.json", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["leaves"]) == 18
+    out = tmp_path / "out.msgpack"
+    r = _cli("convert", pt, "--like", template, "--flatten", "6,4,4", "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    want = jaxport.convert(pt, like, flatten=(6, 4, 4))
+    from flax.traverse_util import flatten_dict
+    got_flat = flatten_dict(fs.msgpack_restore(out.read_bytes()))
+    want_flat = flatten_dict(jax.tree_util.tree_map(np.asarray, want))
+    assert got_flat.keys() == want_flat.keys()
+    assert all(np.array_equal(got_flat[k], want_flat[k]) for k in want_flat)
+    x = np.random.RandomState(0).randn(2, 3, 8, 8).astype(np.float32)
+    got = FlaxCNN().apply(fs.from_bytes(like, out.read_bytes()), jnp.asarray(x.transpose(0, 2, 3, 1)))
+    assert close(tm(torch.from_numpy(x)).detach().numpy(), got)
+
+
+def test_cli_refuses_an_unpaired_template_and_writes_nothing(tmp_path):
+    import flax.serialization as fs
+    pt = save(TwoLinears(), tmp_path)
+    template = tmp_path / "like.msgpack"
+    template.write_bytes(fs.to_bytes(two_dense(["x", "y"])))
+    r = _cli("match", pt, "--like", template)
+    assert r.returncode == 1 and "AMBIGUOUS" in r.stdout and "pass a hint" in r.stderr
+    r = _cli("convert", pt, "--like", template, "-o", tmp_path / "out.msgpack")
+    assert r.returncode == 1 and not (tmp_path / "out.msgpack").exists()
+    r = _cli("convert", pt, "--like", template, "--hint", "a=x", "--hint", "b=y", "-o", tmp_path / "out.msgpack")
+    assert r.returncode == 0, r.stderr
+    assert _cli("match", pt, "--like", template, "--flatten", "x").returncode == 2
+    rules = tmp_path / "rules.txt"
+    rules.write_text("# a and b are x and y\n^a\\. => x.\n^b\\. => y.\n")
+    assert _cli("match", pt, "--like", template, "--rules", rules).returncode == 0
