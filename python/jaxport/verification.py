@@ -15,7 +15,8 @@ class VerifyError(AssertionError):
 
 
 class Report:
-    """Per output: shape, the largest absolute and relative error."""
+    """Per output: shape, the largest absolute error, and that error relative
+    to the largest PyTorch value (so values near zero do not inflate it)."""
 
     def __init__(self, rows, rtol, atol):
         self.rows = rows
@@ -98,7 +99,7 @@ def verify(torch_module, jax_fn, *example_inputs, rtol=1e-5, atol=1e-5, layout="
         scale = np.abs(t.astype(np.float64))
         rows.append({"path": path or "0", "shape": t.shape,
                      "max_abs": float(diff.max()) if diff.size else 0.0,
-                     "max_rel": float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0,
+                     "max_rel": float(diff.max() / max(scale.max(), 1e-12)) if diff.size else 0.0,
                      "ok": bool(np.all(diff <= atol + rtol * scale))})
     report = Report(rows, rtol, atol)
     if raise_on_error and not report.ok:
