@@ -130,10 +130,15 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
 
 
 def autoconvert(model, state_dict, **kwargs):
-    """statedict2pytree's call: an Equinox model and a PyTorch state dict (or
-    module, or path) in, (model, state) out, the state holding BatchNorm
+    """statedict2pytree's call: an Equinox model (or (model, state)) and a
+    PyTorch state dict (or module, or path) in, (model, state) out, the state holding BatchNorm
     running statistics. Pairing is by names and shapes, not by order, so
     fields need not be declared in PyTorch's order."""
     import equinox as eqx
-    state = eqx.nn.State(model)
-    return convert(state_dict, (model, state), to="equinox", **kwargs)
+    if not isinstance(model, tuple):
+        try:  # the State Equinox builds for a model made without make_with_state
+            model = eqx.nn.make_with_state(lambda: model)()
+        except ValueError as e:
+            raise TypeError("this model came from eqx.nn.make_with_state, which keeps its initial state "
+                            "only in the State it returned: pass (model, state)") from e
+    return convert(state_dict, model, to="equinox", **kwargs)

@@ -97,7 +97,7 @@ def test_equinox_autoconvert_fills_the_state():
 
     tm = trained()
     model = E(jax.random.key(0))
-    model, state = jaxport.autoconvert(model, tm.state_dict())
+    model, state = jaxport.autoconvert(model, tm.state_dict())  # built directly: Equinox makes the State
     np.testing.assert_array_equal(np.asarray(state.get(model.bn.ema_state_index)[0]), tm.bn.running_mean.numpy())
     fn = jax.vmap(lambda x: model(x, state)[0])
     jaxport.verify(tm, fn, X, layout="same", rtol=1e-4, atol=1e-5)
