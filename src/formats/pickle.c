@@ -621,7 +621,15 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         }
         m->marks[m->nmarks++] = m->sp;
         return JP_OK;
-    case '0': return pop(m) ? JP_OK : underflow(m);
+    case '0':
+        /* With nothing pushed since the last MARK, POP discards the MARK
+         * (CPython's load_pop). */
+        if (pop(m)) return JP_OK;
+        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) {
+            m->nmarks--;
+            return JP_OK;
+        }
+        return underflow(m);
     case '1':
         if ((rc = pop_mark(m, &first))) return rc;
         m->sp = first;
@@ -834,7 +842,7 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
         rc = step(&m, op, &stop);
     }
     if (!rc) {
-        m.nmarks = 0;
+        /* A MARK may still be open: STOP takes its value from above it. */
         jp_pv *v = pop(&m);
         if (!v) {
             m.op_name = "STOP";

@@ -85,6 +85,15 @@ static void test_values(void) {
     CHECK(v->u.seq.items[0]->kind == JP_PV_SET && v->u.seq.items[0]->u.seq.len == 2);
     CHECK(v->u.seq.items[1]->kind == JP_PV_SET && v->u.seq.items[1]->u.seq.len == 1);
     CHECK(v->u.seq.items[2]->kind == JP_PV_BYTES && v->u.seq.items[2]->u.str.len == 2);
+    /* POP with nothing above the last MARK pops the MARK, as CPython does:
+     * 1 stays on the stack, and a TUPLE after it finds no MARK. */
+    CHECK_EQ_U64(LOAD("K\x01(0.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_INT && v->u.i == 1);
+    CHECK_EQ_U64(LOAD("(K\x01(0.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_INT && v->u.i == 1);
+    /* STOP may leave a MARK open, but takes its value from above it */
+    CHECK_EQ_U64(LOAD("K\x01(K\x02.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_INT && v->u.i == 2);
     jp_arena_free(&a);
 }
 
@@ -151,6 +160,10 @@ static const struct bad {
     B("unquoted STRING", "Sabc\n.", JP_CORRUPT, 0),
     B("bad \\u escape", "Vab\\uzzzz\n.", JP_CORRUPT, 0),
     B("POP_MARK without MARK", "1.", JP_CORRUPT, 0),
+    /* POP right after MARK discards the mark (CPython's load_pop), so the
+     * STOP that follows finds nothing to return. */
+    B("POP of a MARK, then STOP", "(0.", JP_CORRUPT, 2),
+    B("STOP right after MARK", "K\x01(.", JP_CORRUPT, 3),
 #undef B
 };
 

@@ -114,3 +114,40 @@ def test_malformed_raises_with_offset():
     assert info.value.offset is not None and info.value.offset < 40
     with pytest.raises(RecursionError):
         _core.pickle_tree(b"]q\x00h\x00a.")  # a list that contains itself
+
+
+def loads_or_refusal(data):
+    """What pickle.loads makes of data, or None when it refuses it."""
+    try:
+        return ("value", pickle.loads(data))
+    except Exception:  # noqa: BLE001 - any refusal counts as one
+        return None
+
+
+def tree_or_refusal(data):
+    """What the pickle machine makes of data, or None when it refuses it."""
+    try:
+        return ("value", readback(_core.pickle_tree(data)[0]))
+    except errors.JaxportError:
+        return None
+
+
+# Hand-written pickles where the machine must agree with pickle.loads: the
+# same value, or a refusal from both.
+AGREE = {
+    "POP of a MARK": b"K\x01(0.",
+    "POP of a MARK inside a MARK": b"(K\x01(0.",
+    "POP of a MARK, then STOP": b"(0.",
+    "POP of a value above a MARK": b"K\x01(K\x020.",
+    "STOP above an open MARK": b"K\x01(K\x02.",
+    "STOP right after MARK": b"K\x01(.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AGREE))
+def test_agrees_with_pickle_loads(name):
+    data = AGREE[name]
+    want, got = loads_or_refusal(data), tree_or_refusal(data)
+    assert (want is None) == (got is None), (want, got)
+    if want is not None:
+        assert same(got[1], want[1])
