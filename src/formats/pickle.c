@@ -422,9 +422,13 @@ static jp_code text_string(vm *m) {
     return push(m, make_str(m, JP_PV_BYTES, out, o));
 }
 
-/* Protocol-0 UNICODE: raw-unicode-escape (\uXXXX, \UXXXXXXXX; other bytes
- * are Latin-1). Each input byte yields at most 2 UTF-8 bytes, and each
- * escape of 6 or 10 bytes at most 4. */
+/* Protocol-0 UNICODE: raw-unicode-escape, as CPython decodes it. Bytes are
+ * Latin-1 code points. A run of backslashes stays as written, except that
+ * when the run is odd and a 'u' or 'U' follows, its last backslash starts an
+ * escape of exactly 4 or 8 hex digits (fewer, or a non-hex digit, is an
+ * error, as is a code point beyond U+10FFFF). So "\\u0041" is six
+ * characters and "\\\u0041" is "\\A". Each input byte yields at most 2
+ * UTF-8 bytes, and each escape of 6 or 10 bytes at most 4. */
 static jp_code text_unicode(vm *m) {
     const uint8_t *p = NULL;
     size_t n = 0;
@@ -434,24 +438,30 @@ static jp_code text_unicode(vm *m) {
     if (jp_mul_overflow(n, 2, &cap) || cap >= SIZE_MAX) return no_memory(m);
     uint8_t *out = jp_arena_alloc(m->a, (size_t)cap + 1);
     if (!out) return no_memory(m);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int digits = 0;
-        if (p[i] == '\\' && i + 1 < n) digits = p[i + 1] == 'u' ? 4 : p[i + 1] == 'U' ? 8 : 0;
-        if (digits && i + 1 + (size_t)digits < n) {
-            uint32_t cp = 0;
-            bool ok = true;
-            for (int k = 0; k < digits; k++) {
-                int h = hexval(p[i + 2 + (size_t)k]);
-                if (h < 0) ok = false;
-                cp = cp * 16 + (uint32_t)(h < 0 ? 0 : h);
-            }
-            if (!ok || cp > 0x10ffff) return fail(m, JP_CORRUPT, "a malformed \\u escape%s", NULL);
-            o += put_utf8(out + o, cp);
-            i += 1 + (size_t)digits;
+    size_t o = 0, i = 0;
+    while (i < n) {
+        if (p[i] != '\\') {
+            o += put_utf8(out + o, p[i++]);
             continue;
         }
-        o += put_utf8(out + o, p[i]);
+        size_t run = 0;
+        while (i < n && p[i] == '\\') {
+            out[o++] = '\\';
+            run++;
+            i++;
+        }
+        if (run % 2 == 0 || i == n || (p[i] != 'u' && p[i] != 'U')) continue;
+        size_t digits = p[i] == 'u' ? 4 : 8;
+        i++;
+        o--; /* the odd backslash belongs to the escape */
+        uint32_t cp = 0;
+        for (size_t k = 0; k < digits; k++, i++) {
+            int h = i < n ? hexval(p[i]) : -1;
+            if (h < 0) return fail(m, JP_CORRUPT, "a truncated \\u or \\U escape%s", NULL);
+            cp = cp * 16 + (uint32_t)h;
+        }
+        if (cp > 0x10ffff) return fail(m, JP_CORRUPT, "a \\U escape beyond U+10FFFF%s", NULL);
+        o += put_utf8(out + o, cp);
     }
     return push(m, make_str(m, JP_PV_STR, out, o));
 }

@@ -59,6 +59,15 @@ static void test_values(void) {
     CHECK(v->u.seq.items[2]->u.f == 2.5);
     CHECK_STR(v->u.seq.items[3]->u.str.s, "a\nA");
     CHECK_STR(v->u.seq.items[4]->u.str.s, "caf\xc3\xa9");
+    /* UNICODE is raw-unicode-escape: only a backslash after an even number
+     * of backslashes starts \u or \U; the others stay as written. */
+    CHECK_EQ_U64(LOAD("(V\\\\u0041\nV\\\\\\u0041\nV\\x41\\\nV\\U0001F600\nl.", &v, &r, &err),
+                 JP_OK);
+    CHECK(v && v->kind == JP_PV_LIST && v->u.seq.len == 4);
+    CHECK_STR(v->u.seq.items[0]->u.str.s, "\\\\u0041");
+    CHECK_STR(v->u.seq.items[1]->u.str.s, "\\\\A");
+    CHECK_STR(v->u.seq.items[2]->u.str.s, "\\x41\\");
+    CHECK_STR(v->u.seq.items[3]->u.str.s, "\xf0\x9f\x98\x80");
     /* LONG1 beyond 64 bits stays bytes (the legacy torch magic number) */
     CHECK_EQ_U64(LOAD("\x80\x02\x8a\x0al\xfc\x9c" "F\xf9 j\xa8P\x19.", &v, &r, &err), JP_OK);
     CHECK(v->kind == JP_PV_BIGINT && v->u.str.len == 10);
@@ -159,6 +168,9 @@ static const struct bad {
     B("GLOBAL without newline", "cos\nsystem", JP_TRUNCATED, 0),
     B("unquoted STRING", "Sabc\n.", JP_CORRUPT, 0),
     B("bad \\u escape", "Vab\\uzzzz\n.", JP_CORRUPT, 0),
+    B("truncated \\u escape", "K\x01Vab\\u004\n.", JP_CORRUPT, 2),
+    B("truncated \\U escape", "K\x01Vab\\U0001F60\n.", JP_CORRUPT, 2),
+    B("\\U escape beyond U+10FFFF", "K\x01V\\U00110000\n.", JP_CORRUPT, 2),
     B("POP_MARK without MARK", "1.", JP_CORRUPT, 0),
     /* POP right after MARK discards the mark (CPython's load_pop), so the
      * STOP that follows finds nothing to return. */

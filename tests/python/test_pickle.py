@@ -141,7 +141,25 @@ AGREE = {
     "POP of a value above a MARK": b"K\x01(K\x020.",
     "STOP above an open MARK": b"K\x01(K\x02.",
     "STOP right after MARK": b"K\x01(.",
+    "UNICODE: even backslashes escape nothing": b"V\\\\u0041\n.",
+    "UNICODE: odd backslashes start an escape": b"V\\\\\\u0041\n.",
+    "UNICODE: truncated \\u": b"Vab\\u004\n.",
+    "UNICODE: truncated \\U": b"Vab\\U0001F60\n.",
+    "UNICODE: \\U beyond U+10FFFF": b"V\\U00110000\n.",
+    "UNICODE: Latin-1 bytes": b"Vcaf\xe9\\\n.",
 }
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=st.lists(st.sampled_from([b"\\", b"u", b"U", b"0", b"1", b"f", b"F", b"d8",
+                                      b"00", b"x", b"g", b"\xe9", b" "]),
+                     max_size=24).map(b"".join))
+def test_unicode_opcode_is_raw_unicode_escape(line):
+    data = b"V" + line + b"\n."
+    want, got = loads_or_refusal(data), tree_or_refusal(data)
+    assert (want is None) == (got is None), (want, got)
+    if want is not None:
+        assert got[1] == want[1]
 
 
 @pytest.mark.parametrize("name", sorted(AGREE))
