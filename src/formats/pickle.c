@@ -290,6 +290,57 @@ static jp_pv *make_str(vm *m, jp_pv_kind kind, const uint8_t *s, size_t n) {
     return v->u.str.s ? v : NULL;
 }
 
+/* How text must be encoded: BINUNICODE and friends are UTF-8 that pickle.loads
+ * reads with "surrogatepass" (an encoded lone surrogate is kept); GLOBAL
+ * names are strict UTF-8; INST and PERSID lines are ASCII. Names are C
+ * strings in the tree, so they may hold no NUL either. */
+typedef enum text_rule { TEXT_UTF8_SURROGATES, TEXT_NAME_UTF8, TEXT_NAME_ASCII, TEXT_ASCII } text_rule;
+
+/* The index of the first byte that breaks the rule, or n when none does.
+ * Well-formed UTF-8 has no overlong forms, nothing beyond U+10FFFF and no
+ * sequence cut short. */
+static size_t text_bad(const uint8_t *s, size_t n, text_rule rule) {
+    bool names = rule == TEXT_NAME_UTF8 || rule == TEXT_NAME_ASCII;
+    bool ascii = rule == TEXT_NAME_ASCII || rule == TEXT_ASCII;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        if (b < 0x80) {
+            if (b == 0 && names) return i;
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (ascii) return i;
+        if (b >= 0xc2 && b <= 0xdf) len = 2, cp = b & 0x1fu;
+        else if (b >= 0xe0 && b <= 0xef) len = 3, cp = b & 0x0fu;
+        else if (b >= 0xf0 && b <= 0xf4) len = 4, cp = b & 0x07u;
+        else return i;
+        if (len > n - i) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3fu);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff && rule != TEXT_UTF8_SURROGATES))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+static jp_code check_text(vm *m, const uint8_t *s, size_t n, text_rule rule) {
+    size_t bad = text_bad(s, n, rule);
+    if (bad == n) return JP_OK;
+    static const char *const what[] = {"UTF-8", "a name in UTF-8 without NUL or surrogates",
+                                       "an ASCII name without NUL", "ASCII"};
+    char d[128];
+    snprintf(d, sizeof d, "byte 0x%02x at position %zu of the text breaks it: expected %s", s[bad],
+             bad, what[rule]);
+    return fail(m, JP_CORRUPT, "%s", d);
+}
+
 /* Little-endian two's complement of n bytes: INT when it fits int64. */
 static jp_pv *make_long(vm *m, const uint8_t *p, size_t n) {
     if (n <= 8) {
@@ -679,8 +730,10 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         rc = sized(m, op == 'U' || op == 'C' ? 1 : op == 0x8e || op == 0x96 ? 8 : 4, &p, &n);
         return rc ? rc : push(m, make_str(m, JP_PV_BYTES, p, n));
     case 'X': case 0x8c: case 0x8d:
-        rc = sized(m, op == 0x8c ? 1 : op == 'X' ? 4 : 8, &p, &n);
-        return rc ? rc : push(m, make_str(m, JP_PV_STR, p, n));
+        if ((rc = sized(m, op == 0x8c ? 1 : op == 'X' ? 4 : 8, &p, &n)) ||
+            (rc = check_text(m, p, n, TEXT_UTF8_SURROGATES)))
+            return rc;
+        return push(m, make_str(m, JP_PV_STR, p, n));
     case 0x97: case 0x98:
         return fail(m, JP_UNSUPPORTED, "out-of-band buffers are never part of a file%s", NULL);
     case 0x82: case 0x83: case 0x84:
@@ -720,8 +773,11 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         if ((rc = pop_mark(m, &first))) return rc;
         if (first == 0 || (m->nmarks && first <= m->marks[m->nmarks - 1])) return underflow(m);
         return add_items(m, m->stack[first - 1], first, op == 'u');
-    case 'c': case 'i':
-        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq))) return rc;
+    case 'c': case 'i': {
+        text_rule rule = op == 'c' ? TEXT_NAME_UTF8 : TEXT_NAME_ASCII;
+        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq)) || (rc = check_text(m, p, n, rule)) ||
+            (rc = check_text(m, q, nq, rule)))
+            return rc;
         if (!(v = make_global(m, p, n, q, nq))) return no_memory(m);
         if (op == 'c') return push(m, v);
         if ((rc = pop_mark(m, &first))) return rc;
@@ -729,12 +785,16 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         a = make_seq(m, JP_PV_TUPLE, m->stack + first, m->sp - first);
         m->sp = first;
         return push(m, a ? make_obj(m, JP_PV_OBJECT, v, a, NULL) : NULL);
+    }
     case 0x93:
         b = pop(m);
         a = pop(m);
         if (!a || !b) return underflow(m);
         if (a->kind != JP_PV_STR || b->kind != JP_PV_STR)
             return fail(m, JP_CORRUPT, "module and name must be strings%s", NULL);
+        if ((rc = check_text(m, (const uint8_t *)a->u.str.s, a->u.str.len, TEXT_NAME_UTF8)) ||
+            (rc = check_text(m, (const uint8_t *)b->u.str.s, b->u.str.len, TEXT_NAME_UTF8)))
+            return rc;
         /* The strings already live in the arena: reuse them, so memoized
          * names used again and again cost nothing more. */
         if (!(v = new_value(m, JP_PV_GLOBAL))) return no_memory(m);
@@ -790,7 +850,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         }
         return fail(m, JP_CORRUPT, "BUILD on a value that is not an object%s", NULL);
     case 'P':
-        if ((rc = line(m, &p, &n))) return rc;
+        if ((rc = line(m, &p, &n)) || (rc = check_text(m, p, n, TEXT_ASCII))) return rc;
         if (!(a = make_str(m, JP_PV_STR, p, n))) return no_memory(m);
         v = new_value(m, JP_PV_PERSID);
         if (v) v->u.persid = a;

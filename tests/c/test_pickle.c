@@ -68,6 +68,12 @@ static void test_values(void) {
     CHECK_STR(v->u.seq.items[1]->u.str.s, "\\\\A");
     CHECK_STR(v->u.seq.items[2]->u.str.s, "\\x41\\");
     CHECK_STR(v->u.seq.items[3]->u.str.s, "\xf0\x9f\x98\x80");
+    /* BINUNICODE is UTF-8 read with "surrogatepass", as pickle.loads reads
+     * it: an encoded lone surrogate is kept; so is the largest code point. */
+    CHECK_EQ_U64(LOAD("X\x03\x00\x00\x00\xed\xa0\x80.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_STR && v->u.str.len == 3);
+    CHECK_EQ_U64(LOAD("\x80\x04\x8c\x04\xf4\x8f\xbf\xbf.", &v, &r, &err), JP_OK);
+    CHECK(v->kind == JP_PV_STR && v->u.str.len == 4);
     /* LONG1 beyond 64 bits stays bytes (the legacy torch magic number) */
     CHECK_EQ_U64(LOAD("\x80\x02\x8a\x0al\xfc\x9c" "F\xf9 j\xa8P\x19.", &v, &r, &err), JP_OK);
     CHECK(v->kind == JP_PV_BIGINT && v->u.str.len == 10);
@@ -172,6 +178,25 @@ static const struct bad {
     B("truncated \\U escape", "K\x01Vab\\U0001F60\n.", JP_CORRUPT, 2),
     B("\\U escape beyond U+10FFFF", "K\x01V\\U00110000\n.", JP_CORRUPT, 2),
     B("POP_MARK without MARK", "1.", JP_CORRUPT, 0),
+    /* Text that pickle.loads decodes as UTF-8 must be UTF-8. */
+    B("SHORT_BINUNICODE overlong NUL", "\x80\x04K\x01\x8c\x02\xc0\x80.", JP_CORRUPT, 4),
+    B("SHORT_BINUNICODE overlong 3 bytes", "\x8c\x03\xe0\x80\xaf.", JP_CORRUPT, 0),
+    B("SHORT_BINUNICODE stray continuation", "\x8c\x02" "a\x80.", JP_CORRUPT, 0),
+    B("BINUNICODE truncated sequence", "K\x01X\x01\x00\x00\x00\xc3.", JP_CORRUPT, 2),
+    B("BINUNICODE truncated by its length", "X\x02\x00\x00\x00\xe2\x82\xac.", JP_CORRUPT, 0),
+    B("BINUNICODE8 beyond U+10FFFF", "\x8d\x04\x00\x00\x00\x00\x00\x00\x00\xf4\x90\x80\x80.",
+      JP_CORRUPT, 0),
+    B("BINUNICODE 5-byte form", "X\x05\x00\x00\x00\xf8\x88\x80\x80\x80.", JP_CORRUPT, 0),
+    /* Names are strict UTF-8 (GLOBAL), ASCII (INST and PERSID), and never
+     * hold a surrogate or a NUL that would cut the C string short. */
+    B("GLOBAL with a surrogate", "K\x01" "cbuiltins\nse\xed\xa0\x80t\n.", JP_CORRUPT, 2),
+    B("GLOBAL with an overlong", "c\xc0\x80\nx\n.", JP_CORRUPT, 0),
+    B("GLOBAL with a NUL", "cos\x00x\nsystem\n.", JP_CORRUPT, 0),
+    B("INST not ASCII", "(ibuiltin\xc3\xa9s\nset\n.", JP_CORRUPT, 1),
+    B("STACK_GLOBAL with a surrogate", "\x8c\x08" "builtins\x8c\x03\xed\xa0\x80\x93.", JP_CORRUPT,
+      15),
+    B("STACK_GLOBAL with a NUL", "\x8c\x02os\x8c\x07" "sys\x00tem\x93.", JP_CORRUPT, 13),
+    B("PERSID not ASCII", "Pab\xc3\xa9\n.", JP_CORRUPT, 0),
     /* POP right after MARK discards the mark (CPython's load_pop), so the
      * STOP that follows finds nothing to return. */
     B("POP of a MARK, then STOP", "(0.", JP_CORRUPT, 2),

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from jaxport import _core, errors
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+# Lone surrogates too: pickle writes them with "surrogatepass" and reads them back.
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                     st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
+                    st.text(alphabet=st.characters(min_codepoint=0xd7f0, max_codepoint=0xe010)),
                     st.binary())
 KEYS = st.one_of(st.text(max_size=8), INT64)
 
@@ -147,7 +149,29 @@ AGREE = {
     "UNICODE: truncated \\U": b"Vab\\U0001F60\n.",
     "UNICODE: \\U beyond U+10FFFF": b"V\\U00110000\n.",
     "UNICODE: Latin-1 bytes": b"Vcaf\xe9\\\n.",
+    "BINUNICODE: encoded lone surrogate": b"X\x03\x00\x00\x00\xed\xa0\x80.",
+    "BINUNICODE: U+10FFFF": b"X\x04\x00\x00\x00\xf4\x8f\xbf\xbf.",
+    "BINUNICODE: beyond U+10FFFF": b"X\x04\x00\x00\x00\xf4\x90\x80\x80.",
+    "BINUNICODE: truncated sequence": b"X\x01\x00\x00\x00\xc3.",
+    "SHORT_BINUNICODE: overlong NUL": b"\x8c\x02\xc0\x80.",
+    "SHORT_BINUNICODE: overlong 3 bytes": b"\x8c\x03\xe0\x80\xaf.",
+    "SHORT_BINUNICODE: stray continuation": b"\x8c\x02a\x80.",
+    "BINUNICODE8: 5-byte form": b"\x8d\x05" + bytes(7) + b"\xf8\x88\x80\x80\x80.",
+    "GLOBAL: surrogate in the name": b"cbuiltins\nse\xed\xa0\x80t\n)R.",
+    "GLOBAL: overlong in the module": b"c\xc0\x80\nx\n.",
+    "INST: name not ASCII": b"(ibuiltin\xc3\xa9s\nset\n.",
 }
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.binary(max_size=8))
+def test_binunicode_decodes_like_pickle_loads(text):
+    for data in (b"X" + len(text).to_bytes(4, "little") + text + b".",
+                 b"\x8c" + bytes([len(text)]) + text + b"."):
+        want, got = loads_or_refusal(data), tree_or_refusal(data)
+        assert (want is None) == (got is None), (data, want, got)
+        if want is not None:
+            assert got[1] == want[1]
 
 
 @settings(max_examples=300, deadline=None)
