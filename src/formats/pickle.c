@@ -353,7 +353,54 @@ static jp_pv *make_long(vm *m, const uint8_t *p, size_t n) {
     return make_str(m, JP_PV_BIGINT, p, n);
 }
 
-/* Decimal text (protocol 0 INT/LONG); "00"/"01" are the bools of INT. */
+/* A decimal magnitude of more than 19 digits as the shortest little-endian
+ * two's complement of +-it, the bytes LONG1 would carry. Nine digits at a
+ * time go into 32-bit limbs; each step adds at most one limb, so the limbs
+ * never outnumber the steps. */
+static jp_code text_bigint(vm *m, const uint8_t *d, size_t nd, bool neg) {
+    enum { LIMBS = JP_PICKLE_MAX_INT_DIGITS / 9 + 2 };
+    uint32_t limb[LIMBS];
+    uint8_t out[4 * LIMBS + 1];
+    size_t nl = 0;
+    for (size_t i = 0; i < nd;) {
+        size_t take = i == 0 && nd % 9 ? nd % 9 : 9;
+        uint64_t chunk = 0, mul = 1;
+        for (size_t k = 0; k < take; k++, i++) {
+            chunk = chunk * 10 + (uint64_t)(d[i] - '0');
+            mul *= 10;
+        }
+        uint64_t carry = chunk;
+        for (size_t k = 0; k < nl; k++) {
+            uint64_t t = (uint64_t)limb[k] * mul + carry;
+            limb[k] = (uint32_t)t;
+            carry = t >> 32;
+        }
+        if (carry) limb[nl++] = (uint32_t)carry;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < nl; k++)
+        for (int b = 0; b < 32; b += 8) out[n++] = (uint8_t)(limb[k] >> b);
+    while (n && out[n - 1] == 0) n--;
+    if (neg) {
+        /* Two's complement: invert, add one. */
+        unsigned carry = 1;
+        for (size_t k = 0; k < n; k++) {
+            unsigned t = (unsigned)(uint8_t)~out[k] + carry;
+            out[k] = (uint8_t)t;
+            carry = t >> 8;
+        }
+        if (!(out[n - 1] & 0x80)) out[n++] = 0xff;
+    } else if (out[n - 1] & 0x80) {
+        out[n++] = 0;
+    }
+    return push(m, make_str(m, JP_PV_BIGINT, out, n));
+}
+
+/* Decimal text (protocol 0 INT/LONG); "00"/"01" are the bools of INT.
+ * pickle.loads reads these with base 0 (INT first with strtol), so a leading
+ * zero means octal to one and an error to the other: refused here, as Python
+ * never writes one. Beyond int64 the value is a BIGINT, up to Python's limit
+ * on digits in an int conversion. */
 static jp_code text_int(vm *m, bool is_long) {
     const uint8_t *p = NULL;
     size_t n = 0;
@@ -369,16 +416,27 @@ static jp_code text_int(vm *m, bool is_long) {
     bool neg = false;
     if (i < n && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
     if (i == n) return fail(m, JP_CORRUPT, "an integer with no digits%s", NULL);
+    const uint8_t *d = p + i;
+    size_t nd = n - i, lead = 0;
+    for (size_t k = 0; k < nd; k++)
+        if (d[k] < '0' || d[k] > '9') return fail(m, JP_CORRUPT, "a non-digit in an integer%s", NULL);
+    while (lead < nd && d[lead] == '0') lead++;
+    if (lead && lead < nd)
+        return fail(m, JP_CORRUPT, "an integer with a leading zero (octal to pickle.loads)%s", NULL);
+    if (nd > JP_PICKLE_MAX_INT_DIGITS)
+        return fail(m, JP_LIMIT, "an integer of more digits than Python converts%s", NULL);
+    d += lead;
+    nd -= lead;
     uint64_t u = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return fail(m, JP_CORRUPT, "a non-digit in an integer%s", NULL);
-        if (jp_mul_overflow(u, 10, &u) || jp_add_overflow(u, (uint64_t)(p[i] - '0'), &u) ||
-            u > (uint64_t)INT64_MAX + (neg ? 1 : 0))
-            return fail(m, JP_UNSUPPORTED, "a text integer beyond 64 bits%s", NULL);
+    if (nd <= 19) { /* below 10**19 < 2**64 */
+        for (size_t k = 0; k < nd; k++) u = u * 10 + (uint64_t)(d[k] - '0');
+        if (u <= (uint64_t)INT64_MAX + (neg ? 1 : 0)) {
+            jp_pv *v = new_value(m, JP_PV_INT);
+            if (v) v->u.i = neg ? (int64_t)(0 - u) : (int64_t)u;
+            return push(m, v);
+        }
     }
-    jp_pv *v = new_value(m, JP_PV_INT);
-    if (v) v->u.i = neg ? (int64_t)(0 - u) : (int64_t)u;
-    return push(m, v);
+    return text_bigint(m, d, nd, neg);
 }
 
 static jp_code text_float(vm *m) {

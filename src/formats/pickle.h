@@ -12,8 +12,9 @@ typedef enum jp_pv_kind {
     JP_PV_NONE = 1,
     JP_PV_BOOL,
     JP_PV_INT,      /* fits int64 */
-    JP_PV_BIGINT,   /* LONG1/LONG4/LONG text beyond int64: u.str holds the
-                       little-endian two's-complement bytes */
+    JP_PV_BIGINT,   /* LONG1/LONG4, INT/LONG text, beyond int64: u.str holds
+                       the little-endian two's-complement bytes (shortest
+                       for text, as written for LONG1/LONG4) */
     JP_PV_FLOAT,
     JP_PV_STR,      /* unicode, UTF-8 as in the file */
     JP_PV_BYTES,    /* BINBYTES, SHORT_BINBYTES, BYTEARRAY8, protocol-0 STRING */
@@ -91,6 +92,9 @@ typedef struct jp_pickle_opts {
 /* Limits, checked before allocating. */
 #define JP_PICKLE_MAX_STACK 65536     /* values on the stack and mark stack */
 #define JP_PICKLE_MAX_MEMO (1u << 22) /* memo entries */
+/* Digits of a protocol-0 INT/LONG: Python's own limit on int(str), which
+ * pickle.loads meets (sys.int_info.default_max_str_digits). */
+#define JP_PICKLE_MAX_INT_DIGITS 4300
 /* Values plus container entries: at most 65536 + 16 per input byte, and
  * never more than this. */
 #define JP_PICKLE_MAX_VALUES (1u << 26)

@@ -74,6 +74,24 @@ static void test_values(void) {
     CHECK(v->kind == JP_PV_STR && v->u.str.len == 3);
     CHECK_EQ_U64(LOAD("\x80\x04\x8c\x04\xf4\x8f\xbf\xbf.", &v, &r, &err), JP_OK);
     CHECK(v->kind == JP_PV_STR && v->u.str.len == 4);
+    /* Text INT/LONG beyond int64 become BIGINT, little-endian two's
+     * complement at its shortest, the bytes LONG1 would carry. */
+    CHECK_EQ_U64(LOAD("(I9223372036854775808\nL-9223372036854775809L\nL18446744073709551615L\n"
+                      "L-1267650600228229401496703205376\nI-9223372036854775808\nI000\nl.",
+                      &v, &r, &err),
+                 JP_OK);
+    CHECK(v && v->kind == JP_PV_LIST && v->u.seq.len == 6);
+    CHECK(v->u.seq.items[0]->kind == JP_PV_BIGINT && v->u.seq.items[0]->u.str.len == 9 &&
+          memcmp(v->u.seq.items[0]->u.str.s, "\0\0\0\0\0\0\0\x80\0", 9) == 0);
+    CHECK(v->u.seq.items[1]->kind == JP_PV_BIGINT && v->u.seq.items[1]->u.str.len == 9 &&
+          memcmp(v->u.seq.items[1]->u.str.s, "\xff\xff\xff\xff\xff\xff\xff\x7f\xff", 9) == 0);
+    CHECK(v->u.seq.items[2]->kind == JP_PV_BIGINT && v->u.seq.items[2]->u.str.len == 9 &&
+          memcmp(v->u.seq.items[2]->u.str.s, "\xff\xff\xff\xff\xff\xff\xff\xff\0", 9) == 0);
+    /* -2**100 */
+    CHECK(v->u.seq.items[3]->kind == JP_PV_BIGINT && v->u.seq.items[3]->u.str.len == 13 &&
+          memcmp(v->u.seq.items[3]->u.str.s, "\0\0\0\0\0\0\0\0\0\0\0\0\xf0", 13) == 0);
+    CHECK(v->u.seq.items[4]->kind == JP_PV_INT && v->u.seq.items[4]->u.i == INT64_MIN);
+    CHECK(v->u.seq.items[5]->kind == JP_PV_INT && v->u.seq.items[5]->u.i == 0);
     /* LONG1 beyond 64 bits stays bytes (the legacy torch magic number) */
     CHECK_EQ_U64(LOAD("\x80\x02\x8a\x0al\xfc\x9c" "F\xf9 j\xa8P\x19.", &v, &r, &err), JP_OK);
     CHECK(v->kind == JP_PV_BIGINT && v->u.str.len == 10);
@@ -170,7 +188,10 @@ static const struct bad {
     B("EXT1", "\x80\x02\x82\x01.", JP_UNSAFE, 2),
     B("NEXT_BUFFER", "\x80\x05\x97.", JP_UNSUPPORTED, 2),
     B("text INT with letters", "I12x\n.", JP_CORRUPT, 0),
-    B("text INT beyond 64 bits", "I99999999999999999999\n.", JP_UNSUPPORTED, 0),
+    /* pickle.loads reads 010 as octal (INT) or refuses it (LONG) */
+    B("text INT with a leading zero", "K\x01I010\n.", JP_CORRUPT, 2),
+    B("text LONG with a leading zero", "L-0012L\n.", JP_CORRUPT, 0),
+    B("text LONG with only a sign", "L-L\n.", JP_CORRUPT, 0),
     B("GLOBAL without newline", "cos\nsystem", JP_TRUNCATED, 0),
     B("unquoted STRING", "Sabc\n.", JP_CORRUPT, 0),
     B("bad \\u escape", "Vab\\uzzzz\n.", JP_CORRUPT, 0),
@@ -264,6 +285,26 @@ static void test_hostile_shapes(void) {
     }
     buf[n++] = '.';
     CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
+    /* A text integer of as many digits as Python converts, and one more. */
+    for (size_t digits = JP_PICKLE_MAX_INT_DIGITS; digits <= JP_PICKLE_MAX_INT_DIGITS + 1; digits++) {
+        n = 0;
+        buf[n++] = 'L';
+        buf[n++] = '-';
+        memset(buf + n, '9', digits);
+        n += digits;
+        buf[n++] = '\n';
+        buf[n++] = '.';
+        jp_code rc = jp_pickle_load(&a, buf, n, &o, &v, NULL, &err);
+        if (digits == JP_PICKLE_MAX_INT_DIGITS) {
+            CHECK_EQ_U64(rc, JP_OK);
+            /* -(10**4300 - 1) needs 1786 bytes; it is odd, so its lowest
+             * two's-complement byte is odd too */
+            CHECK(v->kind == JP_PV_BIGINT && v->u.str.len == 1786 && (v->u.str.s[0] & 1));
+        } else {
+            CHECK_EQ_U64(rc, JP_LIMIT);
+            CHECK_EQ_U64(err.offset, 0);
+        }
+    }
     jp_arena_free(&a);
 }
 

@@ -75,7 +75,7 @@ def test_plain_data_at_binary_protocols(obj, protocol):
 
 
 @settings(max_examples=100, deadline=None)
-@given(obj=plain(st.one_of(st.none(), st.booleans(), INT64, st.floats(allow_nan=False),
+@given(obj=plain(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                            st.text(alphabet=st.characters(blacklist_categories=("Cs",))))),
        protocol=st.integers(min_value=0, max_value=1))
 def test_plain_data_at_text_protocols(obj, protocol):
@@ -88,8 +88,8 @@ def test_nan_and_big_ints():
     for protocol in range(6):
         tree, _ = _core.pickle_tree(pickle.dumps([float("nan"), -(2**63)], protocol=protocol))
         assert math.isnan(tree[0]) and tree[1] == -(2**63)
-    for protocol in range(2, 6):
-        big = [2**64, -(2**200), 2**63]
+    for protocol in range(6):  # LONG text at protocols 0 and 1, LONG1 after
+        big = [2**64, -(2**200), 2**63, 2**100, -(2**63) - 1, -(2**64), 10**4300 - 1]
         assert _core.pickle_tree(pickle.dumps(big, protocol=protocol))[0] == big
 
 
@@ -160,7 +160,19 @@ AGREE = {
     "GLOBAL: surrogate in the name": b"cbuiltins\nse\xed\xa0\x80t\n)R.",
     "GLOBAL: overlong in the module": b"c\xc0\x80\nx\n.",
     "INST: name not ASCII": b"(ibuiltin\xc3\xa9s\nset\n.",
+    "INT beyond 64 bits": b"I123456789012345678901234567890\n.",
+    "LONG beyond 64 bits": b"L-123456789012345678901234567890L\n.",
+    "LONG of as many digits as Python converts": b"L" + b"7" * 4300 + b"L\n.",
+    "LONG of more digits than Python converts": b"L" + b"7" * 4301 + b"L\n.",
+    "LONG with a leading zero": b"L010\n.",
 }
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(min_value=-(2**300), max_value=2**300) | st.integers())
+def test_text_ints_read_as_pickle_loads_reads_them(value):
+    for data in (b"I%d\n." % value, b"L%dL\n." % value, pickle.dumps(value, protocol=0)):
+        assert tree_or_refusal(data) == ("value", pickle.loads(data))
 
 
 @settings(max_examples=300, deadline=None)
