@@ -15,10 +15,11 @@
  * SETITEMS, ADDITEMS, FROZENSET, OBJ and INST pop back to.
  *
  * This machine builds inert values (pickle.h) and never calls, imports or
- * looks anything up. The stack, marks and memo are heap arrays bounded by
- * named limits; every value lives in the caller's arena. Lists and dicts are
- * shared by pointer, so mutation through the memo is visible, and a pickle
- * can make a value contain itself: readers of the tree must bound their depth.
+ * looks anything up. The stack and marks are heap arrays and the memo a
+ * hash map, bounded by named limits; every value lives in the caller's
+ * arena. Lists and dicts are shared by pointer, so mutation through the
+ * memo is visible, and a pickle can make a value contain itself: readers of
+ * the tree must bound their depth.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,8 +127,12 @@ typedef struct vm {
     size_t sp, scap;
     size_t *marks;
     size_t nmarks, mcap;
-    jp_pv **memo;
-    size_t memocap, memolen;
+    jp_pv **dense;          /* memo keys below densecap */
+    size_t densecap;
+    struct memo_slot *memo; /* other keys: 1 << memobits slots, or NULL */
+    unsigned memobits;
+    size_t memohashed;      /* keys in the hash map */
+    size_t memolen;         /* distinct keys, in both parts */
     size_t nvalues, budget;
     uint64_t op_off; /* file offset of the current opcode */
     const char *op_name;
@@ -611,33 +616,122 @@ static bool is_global(const jp_pv *g, const char *module, const char *name) {
            strcmp(g->u.global.name, name) == 0;
 }
 
-/* ---- memo */
+/* ---- memo
+ *
+ * Memo keys are what the pickle says, up to JP_PICKLE_MAX_MEMO, but the
+ * memo's size must follow the number of PUTs, not the keys' values: one PUT
+ * under a key near the limit must not allocate a table that large. As in
+ * Lua's tables, keys live in two parts. Keys below `densecap` are indexed
+ * directly in an array; picklers number their PUTs 0, 1, 2 ..., so these are
+ * almost all of them, and cost what a plain array costs. The array grows to
+ * a power of two of slots only while the memo holds at least half that
+ * many keys (or to 64 slots); keys it does not cover go to a hash map, and
+ * move into the array when it grows over them, so a key is never in both
+ * parts. Either part costs at most a few pointers per key.
+ *
+ * The hash map is open addressing with linear probing, at most half full,
+ * and the home slot of a key is the top bits of key * 2**32/phi (Fibonacci
+ * hashing, which spreads runs and strides of keys evenly). A hostile pickle
+ * can still pick keys that share home slots and make each PUT scan a long
+ * run, so no key may lie more than JP_PICKLE_MEMO_MAX_PROBE slots past its
+ * home (random keys stay under 40 in a table of 4M): a PUT that would is
+ * refused, and a lookup stops there. */
+
+typedef struct memo_slot {
+    uint32_t key;
+    jp_pv *val; /* NULL: empty */
+} memo_slot;
+
+/* The slot that holds key, or the empty slot where it belongs; NULL when
+ * neither lies within the probe limit. */
+static memo_slot *memo_slot_for(memo_slot *t, unsigned bits, uint32_t key) {
+    size_t mask = ((size_t)1 << bits) - 1;
+    size_t i = (size_t)((uint32_t)(key * 0x9e3779b1u) >> (32 - bits));
+    for (unsigned probe = 0; probe < JP_PICKLE_MEMO_MAX_PROBE; probe++, i = (i + 1) & mask)
+        if (!t[i].val || t[i].key == key) return &t[i];
+    return NULL;
+}
+
+static jp_code memo_collide(vm *m) {
+    return fail(m, JP_LIMIT, "memo keys that collide past the probe limit (a hostile pickle)%s", NULL);
+}
+
+/* Rebuild the hash map with 1 << bits slots (bits >= 6), moving the keys
+ * the array now covers into it. */
+static jp_code memo_rehash(vm *m, unsigned bits) {
+    memo_slot *t = calloc((size_t)1 << bits, sizeof *t);
+    if (!t) return no_memory(m);
+    for (size_t i = 0; m->memo && i < ((size_t)1 << m->memobits); i++) {
+        memo_slot e = m->memo[i];
+        if (!e.val) continue;
+        if (e.key < m->densecap) {
+            m->dense[e.key] = e.val;
+            m->memohashed--;
+            continue;
+        }
+        memo_slot *s = memo_slot_for(t, bits, e.key);
+        if (!s) {
+            free(t);
+            return memo_collide(m);
+        }
+        *s = e;
+    }
+    free(m->memo);
+    m->memo = t;
+    m->memobits = bits;
+    return JP_OK;
+}
 
 static jp_code memo_put(vm *m, uint64_t idx) {
     jp_pv *v = top(m);
     if (!v) return underflow(m);
     if (idx >= JP_PICKLE_MAX_MEMO) return fail(m, JP_LIMIT, "a memo index beyond the limit%s", NULL);
-    if (idx >= m->memocap) {
-        size_t cap = m->memocap ? m->memocap : 64;
+    jp_code rc;
+    if (idx >= m->densecap) {
+        size_t cap = m->densecap ? m->densecap : 64;
         while (cap <= idx) cap *= 2;
-        jp_pv **n = realloc(m->memo, cap * sizeof *n);
-        if (!n) return no_memory(m);
-        memset(n + m->memocap, 0, (cap - m->memocap) * sizeof *n);
-        m->memo = n;
-        m->memocap = cap;
+        if (cap <= 64 || cap / 2 <= m->memolen + 1) {
+            jp_pv **d = realloc(m->dense, cap * sizeof *d);
+            if (!d) return no_memory(m);
+            memset(d + m->densecap, 0, (cap - m->densecap) * sizeof *d);
+            m->dense = d;
+            m->densecap = cap;
+            if (m->memo && (rc = memo_rehash(m, m->memobits))) return rc;
+        }
     }
-    if (!m->memo[idx]) m->memolen++;
-    m->memo[idx] = v;
+    if (idx < m->densecap) {
+        if (!m->dense[idx]) m->memolen++;
+        m->dense[idx] = v;
+        return JP_OK;
+    }
+    if ((!m->memo || m->memohashed + 1 > ((size_t)1 << m->memobits) / 2) &&
+        (rc = memo_rehash(m, m->memo ? m->memobits + 1 : 6)))
+        return rc;
+    memo_slot *s = memo_slot_for(m->memo, m->memobits, (uint32_t)idx);
+    if (!s) return memo_collide(m);
+    if (!s->val) {
+        m->memolen++;
+        m->memohashed++;
+    }
+    s->key = (uint32_t)idx;
+    s->val = v;
     return JP_OK;
 }
 
 static jp_code memo_get(vm *m, uint64_t idx) {
-    if (idx >= m->memocap || !m->memo[idx]) {
+    jp_pv *v = NULL;
+    if (idx < m->densecap) {
+        v = m->dense[idx];
+    } else if (m->memo && idx < JP_PICKLE_MAX_MEMO) {
+        memo_slot *s = memo_slot_for(m->memo, m->memobits, (uint32_t)idx);
+        v = s ? s->val : NULL;
+    }
+    if (!v) {
         char d[48];
         snprintf(d, sizeof d, "memo entry %llu was never set", (unsigned long long)idx);
         return fail(m, JP_CORRUPT, "%s", d);
     }
-    return push(m, m->memo[idx]);
+    return push(m, v);
 }
 
 static jp_code text_index(vm *m, uint64_t *idx) {
@@ -982,6 +1076,7 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
     }
     free(m.stack);
     free(m.marks);
+    free(m.dense);
     free(m.memo);
     return rc;
 }

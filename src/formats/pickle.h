@@ -91,7 +91,11 @@ typedef struct jp_pickle_opts {
 
 /* Limits, checked before allocating. */
 #define JP_PICKLE_MAX_STACK 65536     /* values on the stack and mark stack */
-#define JP_PICKLE_MAX_MEMO (1u << 22) /* memo entries */
+#define JP_PICKLE_MAX_MEMO (1u << 22) /* memo keys are below this */
+/* How far past its home slot a memo key may lie in the memo's hash map:
+ * far beyond what honest keys need, short enough that keys chosen to
+ * collide cannot make the pickle's PUTs and GETs quadratic. */
+#define JP_PICKLE_MEMO_MAX_PROBE 128
 /* Digits of a protocol-0 INT/LONG: Python's own limit on int(str), which
  * pickle.loads meets (sys.int_info.default_max_str_digits). */
 #define JP_PICKLE_MAX_INT_DIGITS 4300

@@ -178,6 +178,9 @@ static const struct bad {
     B("TUPLE without MARK", "K\x01t.", JP_CORRUPT, 2),
     B("GET of unset memo", "\x80\x02h\x05.", JP_CORRUPT, 2),
     B("PUT beyond limit", "K\x01r\xff\xff\xff\x7f.", JP_LIMIT, 2),
+    B("PUT at the limit", "K\x01r\x00\x00\x40\x00.", JP_LIMIT, 2),
+    B("GET beyond the limit", "K\x01r\xff\xff\x3f\x00j\x00\x00\x40\x00.", JP_CORRUPT, 7),
+    B("GET of a key never set", "K\x01r\xff\xff\x3f\x00j\xfe\xff\x3f\x00.", JP_CORRUPT, 7),
     B("PUT on empty", "q\x00.", JP_CORRUPT, 0),
     B("odd DICT", "(K\x01" "d.", JP_CORRUPT, 3),
     B("SETITEM on a list", "]K\x01K\x02s.", JP_CORRUPT, 5),
@@ -308,8 +311,104 @@ static void test_hostile_shapes(void) {
     jp_arena_free(&a);
 }
 
+/* The memo is a hash map keyed by the memo index: sparse and large keys
+ * (up to the limit) are kept apart and found again, a key set twice keeps
+ * its last value, MEMOIZE uses the count of entries as its key, and keys
+ * chosen to collide are refused once one would sit more than the probe
+ * limit from its home slot, instead of making every PUT scan a long run. */
+static void test_memo(void) {
+    jp_arena a;
+    jp_arena_init(&a);
+    jp_pv *v;
+    reports r;
+    jp_err err;
+    jp_pickle_opts o = {"data.pkl", 0, NULL, NULL};
+    /* 1 -> key 0x3fffff, 2 -> key 7, 3 -> key 0x3fffff again; MEMOIZE puts 4
+     * under key 2 (two entries so far); then GET 0x3fffff, 7 and 2. */
+    CHECK_EQ_U64(LOAD("(K\x01r\xff\xff\x3f\x00" "0K\x02r\x07\x00\x00\x00" "0K\x03r\xff\xff\x3f\x00" "0"
+                      "K\x04\x94" "0j\xff\xff\x3f\x00h\x07h\x02t.",
+                      &v, &r, &err),
+                 JP_OK);
+    CHECK(v && v->kind == JP_PV_TUPLE && v->u.seq.len == 3);
+    CHECK(v->u.seq.items[0]->u.i == 3 && v->u.seq.items[1]->u.i == 2 && v->u.seq.items[2]->u.i == 4);
+    /* Thousands of keys spread over the whole range, each read back. */
+    static uint8_t buf[200000];
+    size_t n = 0;
+    buf[n++] = '(';
+    for (uint32_t i = 0; i < 5000; i++) {
+        uint32_t key = (i * 2654435761u) % JP_PICKLE_MAX_MEMO;
+        buf[n++] = 'J';
+        jp_store_le(buf + n, i, 4);
+        n += 4;
+        buf[n++] = 'r';
+        jp_store_le(buf + n, key, 4);
+        n += 4;
+        buf[n++] = '0';
+    }
+    for (uint32_t i = 0; i < 5000; i++) {
+        buf[n++] = 'j';
+        jp_store_le(buf + n, (i * 2654435761u) % JP_PICKLE_MAX_MEMO, 4);
+        n += 4;
+    }
+    buf[n++] = 'l';
+    buf[n++] = '.';
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_OK);
+    CHECK(v->kind == JP_PV_LIST && v->u.seq.len == 5000);
+    bool same = true;
+    for (uint32_t i = 0; i < 5000 && v->kind == JP_PV_LIST; i++) same = same && v->u.seq.items[i]->u.i == i;
+    CHECK(same);
+    /* Keys put from the top down start in the hash map and move into the
+     * array as it grows over them; MEMOIZE then counts each key once. */
+    n = 0;
+    buf[n++] = '(';
+    for (uint32_t key = 1001; key-- > 0;) {
+        buf[n++] = 'J';
+        jp_store_le(buf + n, key, 4);
+        n += 4;
+        buf[n++] = 'r';
+        jp_store_le(buf + n, key, 4);
+        n += 4;
+        buf[n++] = '0';
+    }
+    buf[n++] = 'J';
+    jp_store_le(buf + n, 1001, 4);
+    n += 4;
+    buf[n++] = 0x94;
+    buf[n++] = '0';
+    for (uint32_t key = 0; key <= 1001; key++) {
+        buf[n++] = 'j';
+        jp_store_le(buf + n, key, 4);
+        n += 4;
+    }
+    buf[n++] = 'l';
+    buf[n++] = '.';
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_OK);
+    CHECK(v->kind == JP_PV_LIST && v->u.seq.len == 1002);
+    same = true;
+    for (uint32_t i = 0; i < 1002 && v->kind == JP_PV_LIST; i++) same = same && v->u.seq.items[i]->u.i == i;
+    CHECK(same);
+    /* Keys whose Fibonacci hash (as in pickle.c's memo_slot_for) has the
+     * same top 9 bits share a home slot in every table of up to 512 slots;
+     * keys this sparse and high stay out of the memo's array part. */
+    n = 0;
+    buf[n++] = 'N';
+    uint32_t found = 0;
+    for (uint32_t key = JP_PICKLE_MAX_MEMO / 2; key < JP_PICKLE_MAX_MEMO && found < 200; key++) {
+        if ((uint32_t)(key * 0x9e3779b1u) >> 23) continue;
+        buf[n++] = 'r';
+        jp_store_le(buf + n, key, 4);
+        n += 4;
+        found++;
+    }
+    buf[n++] = '.';
+    CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
+    CHECK(err.offset == 1 + 5 * JP_PICKLE_MEMO_MAX_PROBE);
+    jp_arena_free(&a);
+}
+
 int main(void) {
     test_values();
+    test_memo();
     test_verdicts();
     test_bad();
     test_hostile_shapes();

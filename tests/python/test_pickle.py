@@ -7,6 +7,9 @@ way pickle would. Hostile pickles are reported, never run."""
 import math
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import hypothesis.strategies as st
 import pytest
@@ -110,6 +113,50 @@ def test_hostile_pickle_reported_not_run(tmp_path, protocol):
     assert tree["w"][0] == "call" and tree["w"][1] == ("global", "posix", "system")
 
 
+MEMO_KEYS = st.one_of(st.integers(0, 70), st.integers(0, 2**22 - 1),
+                      st.integers(2**22 - 70, 2**22 - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["put", "memoize", "get"]), MEMO_KEYS), max_size=80))
+def test_memo_like_pickle_loads(ops):
+    """PUTs under any keys, MEMOIZE (which keys by the count of entries) and
+    GETs read back as pickle.loads reads them, or refused by both. Python's
+    own unpickler keeps the memo in a dict; the C one in an array as long as
+    the largest key, slow for this test."""
+    out = [b"("]
+    for i, (op, key) in enumerate(ops):
+        k = key.to_bytes(4, "little")
+        if op == "get":
+            out.append(b"j" + k)
+        else:
+            out.append(b"J" + i.to_bytes(4, "little") + (b"r" + k if op == "put" else b"\x94"))
+    data = b"".join(out) + b"l."
+    want, got = loads_or_refusal(data, pickle._loads), tree_or_refusal(data)
+    assert (want is None) == (got is None), (want, got)
+    if want is not None:
+        assert got[1] == want[1]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_memo_grows_with_puts_not_with_keys():
+    """A PUT under the largest memo key must not allocate a table as large
+    as the key: in a fresh process whose address space may grow by only
+    16 MiB, PUT and GET of the largest keys still load (a dense memo would
+    ask for 32 MiB and fail)."""
+    code = textwrap.dedent("""
+        import os, resource
+        from jaxport import _core
+        _core.pickle_tree(b"K\\x01r\\x00\\x00\\x00\\x00.")
+        size = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), resource.RLIM_INFINITY))
+        for key in range(0x3FFF00, 0x400000):
+            k = key.to_bytes(4, "little")
+            assert _core.pickle_tree(b"K\\x01r" + k + b"0j" + k + b".") == (1, [])
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
 def test_malformed_raises_with_offset():
     with pytest.raises(errors.TruncatedError) as info:
         _core.pickle_tree(pickle.dumps({"a": "b" * 100}, protocol=4)[:40])
@@ -118,10 +165,10 @@ def test_malformed_raises_with_offset():
         _core.pickle_tree(b"]q\x00h\x00a.")  # a list that contains itself
 
 
-def loads_or_refusal(data):
+def loads_or_refusal(data, loads=pickle.loads):
     """What pickle.loads makes of data, or None when it refuses it."""
     try:
-        return ("value", pickle.loads(data))
+        return ("value", loads(data))
     except Exception:  # noqa: BLE001 - any refusal counts as one
         return None
 
