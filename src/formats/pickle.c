@@ -27,12 +27,96 @@
 
 #include "pickle.h"
 
-/* ---------------------------------------------------------------- verdicts */
+/* ---------------------------------------------------------------- names */
 
-static bool module_is(const char *module, const char *m) {
-    size_t n = strlen(m);
-    return strncmp(module, m, n) == 0 && (module[n] == '\0' || module[n] == '.');
-}
+/* Python 2 wrote some globals under names Python 3 moved. pickle.loads maps
+ * them back (fix_imports, on by default, for protocols below 3; the tables
+ * are Lib/_compat_pickle.py's NAME_MAPPING and IMPORT_MAPPING): first a
+ * (module, name) pair, else the module alone. */
+typedef struct py2_name {
+    const char *module, *name, *to_module, *to_name;
+} py2_name;
+
+static const py2_name py2_names[] = {
+    {"__builtin__", "xrange", "builtins", "range"},
+    {"__builtin__", "reduce", "functools", "reduce"},
+    {"__builtin__", "intern", "sys", "intern"},
+    {"__builtin__", "unichr", "builtins", "chr"},
+    {"__builtin__", "unicode", "builtins", "str"},
+    {"__builtin__", "long", "builtins", "int"},
+    {"__builtin__", "basestring", "builtins", "str"},
+    {"itertools", "izip", "builtins", "zip"},
+    {"itertools", "imap", "builtins", "map"},
+    {"itertools", "ifilter", "builtins", "filter"},
+    {"itertools", "ifilterfalse", "itertools", "filterfalse"},
+    {"itertools", "izip_longest", "itertools", "zip_longest"},
+    {"UserDict", "IterableUserDict", "collections", "UserDict"},
+    {"UserDict", "UserDict", "collections", "UserDict"},
+    {"UserList", "UserList", "collections", "UserList"},
+    {"UserString", "UserString", "collections", "UserString"},
+    {"whichdb", "whichdb", "dbm", "whichdb"},
+    {"_socket", "fromfd", "socket", "fromfd"},
+    {"socket", "_socketobject", "socket", "SocketType"},
+    {"_multiprocessing", "Connection", "multiprocessing.connection", "Connection"},
+    {"multiprocessing.process", "Process", "multiprocessing.context", "Process"},
+    {"multiprocessing.forking", "Popen", "multiprocessing.popen_fork", "Popen"},
+    {"multiprocessing", "AuthenticationError", "multiprocessing.context", "AuthenticationError"},
+    {"multiprocessing", "BufferTooShort", "multiprocessing.context", "BufferTooShort"},
+    {"multiprocessing", "ProcessError", "multiprocessing.context", "ProcessError"},
+    {"multiprocessing", "TimeoutError", "multiprocessing.context", "TimeoutError"},
+    {"urllib", "ContentTooShortError", "urllib.error", "ContentTooShortError"},
+    {"urllib", "getproxies", "urllib.request", "getproxies"},
+    {"urllib", "pathname2url", "urllib.request", "pathname2url"},
+    {"urllib", "quote_plus", "urllib.parse", "quote_plus"},
+    {"urllib", "quote", "urllib.parse", "quote"},
+    {"urllib", "unquote_plus", "urllib.parse", "unquote_plus"},
+    {"urllib", "unquote", "urllib.parse", "unquote"},
+    {"urllib", "url2pathname", "urllib.request", "url2pathname"},
+    {"urllib", "urlcleanup", "urllib.request", "urlcleanup"},
+    {"urllib", "urlencode", "urllib.parse", "urlencode"},
+    {"urllib", "urlopen", "urllib.request", "urlopen"},
+    {"urllib", "urlretrieve", "urllib.request", "urlretrieve"},
+    {"urllib2", "HTTPError", "urllib.error", "HTTPError"},
+    {"urllib2", "URLError", "urllib.error", "URLError"},
+    {"exceptions", "StandardError", "builtins", "Exception"},
+};
+
+/* exceptions.X is builtins.X for these (Python 2's exception classes). */
+static const char *const py2_exceptions[] = {
+    "ArithmeticError", "AssertionError", "AttributeError", "BaseException", "BufferError",
+    "BytesWarning", "DeprecationWarning", "EOFError", "EnvironmentError", "Exception",
+    "FloatingPointError", "FutureWarning", "GeneratorExit", "IOError", "ImportError",
+    "ImportWarning", "IndentationError", "IndexError", "KeyError", "KeyboardInterrupt",
+    "LookupError", "MemoryError", "NameError", "NotImplementedError", "OSError", "OverflowError",
+    "PendingDeprecationWarning", "ReferenceError", "RuntimeError", "RuntimeWarning",
+    "StopIteration", "SyntaxError", "SyntaxWarning", "SystemError", "SystemExit", "TabError",
+    "TypeError", "UnboundLocalError", "UnicodeDecodeError", "UnicodeEncodeError", "UnicodeError",
+    "UnicodeTranslateError", "UnicodeWarning", "UserWarning", "ValueError", "Warning",
+    "ZeroDivisionError", NULL};
+
+static const char *const py2_modules[][2] = {
+    {"__builtin__", "builtins"}, {"copy_reg", "copyreg"}, {"Queue", "queue"},
+    {"SocketServer", "socketserver"}, {"ConfigParser", "configparser"}, {"repr", "reprlib"},
+    {"tkFileDialog", "tkinter.filedialog"}, {"tkSimpleDialog", "tkinter.simpledialog"},
+    {"tkColorChooser", "tkinter.colorchooser"}, {"tkCommonDialog", "tkinter.commondialog"},
+    {"Dialog", "tkinter.dialog"}, {"Tkdnd", "tkinter.dnd"}, {"tkFont", "tkinter.font"},
+    {"tkMessageBox", "tkinter.messagebox"}, {"ScrolledText", "tkinter.scrolledtext"},
+    {"Tkconstants", "tkinter.constants"}, {"Tix", "tkinter.tix"}, {"ttk", "tkinter.ttk"},
+    {"Tkinter", "tkinter"}, {"markupbase", "_markupbase"}, {"_winreg", "winreg"},
+    {"thread", "_thread"}, {"dummy_thread", "_dummy_thread"}, {"dbhash", "dbm.bsd"},
+    {"dumbdbm", "dbm.dumb"}, {"dbm", "dbm.ndbm"}, {"gdbm", "dbm.gnu"},
+    {"xmlrpclib", "xmlrpc.client"}, {"SimpleXMLRPCServer", "xmlrpc.server"},
+    {"httplib", "http.client"}, {"htmlentitydefs", "html.entities"}, {"HTMLParser", "html.parser"},
+    {"Cookie", "http.cookies"}, {"cookielib", "http.cookiejar"}, {"BaseHTTPServer", "http.server"},
+    {"test.test_support", "test.support"}, {"commands", "subprocess"},
+    {"urlparse", "urllib.parse"}, {"robotparser", "urllib.robotparser"},
+    {"urllib2", "urllib.request"}, {"anydbm", "dbm"}, {"_abcoll", "collections.abc"},
+    {"cPickle", "pickle"}, {"_elementtree", "xml.etree.ElementTree"},
+    {"FileDialog", "tkinter.filedialog"}, {"SimpleDialog", "tkinter.simpledialog"},
+    {"DocXMLRPCServer", "xmlrpc.server"}, {"SimpleHTTPServer", "http.server"},
+    {"CGIHTTPServer", "http.server"}, {"UserDict", "collections"}, {"UserList", "collections"},
+    {"UserString", "collections"}, {"whichdb", "dbm"}, {"StringIO", "io"}, {"cStringIO", "io"},
+};
 
 static bool name_in(const char *name, const char *const *list) {
     for (; *list; list++)
@@ -40,22 +124,57 @@ static bool name_in(const char *name, const char *const *list) {
     return false;
 }
 
-jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
+/* The Python 3 names of a global, as pickle.loads would look it up. The
+ * results are the arguments or static strings. */
+static void py3_names(const char **module, const char **name) {
+    for (size_t i = 0; i < sizeof py2_names / sizeof py2_names[0]; i++) {
+        if (strcmp(*module, py2_names[i].module) == 0 && strcmp(*name, py2_names[i].name) == 0) {
+            *module = py2_names[i].to_module;
+            *name = py2_names[i].to_name;
+            return;
+        }
+    }
+    if (strcmp(*module, "exceptions") == 0 && name_in(*name, py2_exceptions)) {
+        *module = "builtins";
+        return;
+    }
+    for (size_t i = 0; i < sizeof py2_modules / sizeof py2_modules[0]; i++) {
+        if (strcmp(*module, py2_modules[i][0]) == 0) {
+            *module = py2_modules[i][1];
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- verdicts */
+
+static bool module_is(const char *module, const char *m) {
+    size_t n = strlen(m);
+    return strncmp(module, m, n) == 0 && (module[n] == '\0' || module[n] == '.');
+}
+
+/* `name` is `prefix` followed by one or more of the characters in `tail`. */
+static bool name_is(const char *name, const char *prefix, const char *tail) {
+    size_t n = strlen(prefix);
+    return strncmp(name, prefix, n) == 0 && name[n] && strspn(name + n, tail) == strlen(name + n);
+}
+
+/* The verdict for an attribute `name` (no '.') of `module`. */
+static jp_pickle_verdict judge_plain(const char *module, const char *name) {
     /* Entry points that run code or touch the system, however they are used. */
     static const char *const denied_modules[] = {
         "os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "shutil", "socket",
         "pty", "webbrowser", "ctypes", "pickle", "_pickle", "cPickle", "marshal", "code",
         "codeop", "commands", "multiprocessing", "asyncio", "torch.hub", "signal", "pdb",
-        "timeit", "tempfile", "glob", "requests", "urllib", "http", NULL};
+        "timeit", "tempfile", "glob", "requests", "urllib", "http", "_thread", "socketserver",
+        "xmlrpc", NULL};
     static const char *const denied_builtins[] = {
         "eval", "exec", "execfile", "compile", "open", "__import__", "getattr", "setattr",
         "delattr", "globals", "locals", "vars", "input", "breakpoint", "apply", "memoryview",
         "type", "super", "classmethod", "staticmethod", "property", NULL};
     for (const char *const *m = denied_modules; *m; m++)
         if (module_is(module, *m)) return JP_GLOBAL_DENIED;
-    if ((strcmp(module, "builtins") == 0 || strcmp(module, "__builtin__") == 0) &&
-        name_in(name, denied_builtins))
-        return JP_GLOBAL_DENIED;
+    if (strcmp(module, "builtins") == 0 && name_in(name, denied_builtins)) return JP_GLOBAL_DENIED;
     static const char *const denied_types[] = {"FunctionType", "CodeType", "LambdaType",
                                                "MethodType", NULL};
     static const char *const denied_operator[] = {"attrgetter", "methodcaller", "itemgetter",
@@ -76,21 +195,24 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
     static const char *const plain_builtins[] = {
         "set", "frozenset", "slice", "complex", "bytearray", "tuple", "list", "dict", "int",
         "float", "bool", "str", "bytes", "range", NULL};
+    static const char *const alnum = "abcdefghijklmnopqrstuvwxyz0123456789";
     if (strcmp(module, "torch._utils") == 0 && name_in(name, torch_utils)) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "torch._tensor") == 0 && strcmp(name, "_rebuild_from_type_v2") == 0)
         return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "torch") == 0) {
         size_t n = strlen(name);
-        /* Storage classes (FloatStorage ...), dtypes (float32 ...), Size, device,
-         * Tensor: torch's own names, no dunder or private functions. */
-        if ((n > 7 && strcmp(name + n - 7, "Storage") == 0) || strcmp(name, "Size") == 0 ||
-            strcmp(name, "device") == 0 || strcmp(name, "Tensor") == 0 ||
-            jp_dtype_from_name(name) != JP_DTYPE_INVALID || strcmp(name, "float") == 0 ||
-            strcmp(name, "double") == 0 || strcmp(name, "half") == 0 ||
-            strcmp(name, "long") == 0 || strcmp(name, "int") == 0 || strcmp(name, "short") == 0 ||
-            strncmp(name, "complex", 7) == 0 || strncmp(name, "float8_", 7) == 0 ||
-            strncmp(name, "float4_", 7) == 0 || strcmp(name, "cfloat") == 0 ||
-            strcmp(name, "cdouble") == 0 || strcmp(name, "chalf") == 0)
+        /* Storage classes (FloatStorage ...), dtypes (float32, complex64,
+         * float8_e4m3fn ...), Size, device, Tensor: torch's own names, no
+         * dunder or private functions. */
+        if ((n > 7 && strcmp(name + n - 7, "Storage") == 0 && name[0] >= 'A' && name[0] <= 'Z') ||
+            strcmp(name, "Size") == 0 || strcmp(name, "device") == 0 ||
+            strcmp(name, "Tensor") == 0 || jp_dtype_from_name(name) != JP_DTYPE_INVALID ||
+            strcmp(name, "float") == 0 || strcmp(name, "double") == 0 ||
+            strcmp(name, "half") == 0 || strcmp(name, "long") == 0 || strcmp(name, "int") == 0 ||
+            strcmp(name, "short") == 0 || name_is(name, "complex", "0123456789") ||
+            name_is(name, "float8_", alnum) || name_is(name, "float4_", alnum) ||
+            strcmp(name, "cfloat") == 0 || strcmp(name, "cdouble") == 0 ||
+            strcmp(name, "chalf") == 0)
             return JP_GLOBAL_ALLOWED;
     }
     if (strcmp(module, "torch.storage") == 0 &&
@@ -100,9 +222,7 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
         return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "collections") == 0 && strcmp(name, "OrderedDict") == 0)
         return JP_GLOBAL_ALLOWED;
-    if ((strcmp(module, "builtins") == 0 || strcmp(module, "__builtin__") == 0) &&
-        name_in(name, plain_builtins))
-        return JP_GLOBAL_ALLOWED;
+    if (strcmp(module, "builtins") == 0 && name_in(name, plain_builtins)) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "_codecs") == 0 && strcmp(name, "encode") == 0) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "copyreg") == 0 && strcmp(name, "_reconstructor") == 0)
         return JP_GLOBAL_ALLOWED;
@@ -114,6 +234,61 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
         return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "numpy.dtypes") == 0) return JP_GLOBAL_ALLOWED;
     return JP_GLOBAL_CLASS; /* refined to CALLED at a calling use */
+}
+
+/* A dotted name is a chain of getattr from the module (protocol 4 resolves
+ * it so): module "torch", name "hub.load" is torch.hub.load. Any link may
+ * be a module that another one imported (numpy.dtypes.os is os), so every
+ * run of links is judged as a module path and an attribute: from the module
+ * itself and from each link. A dunder link (__globals__, __class__ ...)
+ * reaches anything. Nothing reached this way is on the allow list, which
+ * names objects as torch writes them: at best it is an unknown class. */
+static jp_pickle_verdict judge_chain(const char *module, const char *name) {
+    const char *part[JP_PICKLE_MAX_NAME_PARTS];
+    size_t len[JP_PICKLE_MAX_NAME_PARTS], k = 0;
+    for (const char *p = name;; p++) {
+        const char *dot = strchr(p, '.');
+        if (k == JP_PICKLE_MAX_NAME_PARTS) return JP_GLOBAL_DENIED;
+        part[k] = p;
+        len[k] = dot ? (size_t)(dot - p) : strlen(p);
+        if (len[k] >= 4 && p[0] == '_' && p[1] == '_' && p[len[k] - 1] == '_' && p[len[k] - 2] == '_')
+            return JP_GLOBAL_DENIED;
+        k++;
+        if (!dot) break;
+        p = dot;
+    }
+    char path[JP_PICKLE_MAX_JUDGED_NAME], attr[JP_PICKLE_MAX_JUDGED_NAME];
+    size_t nm = strlen(module), nn = strlen(name);
+    if (nm + 1 + nn >= sizeof path) return JP_GLOBAL_DENIED;
+    /* Start s = 0 is the module; s > 0 is link s - 1. */
+    for (size_t s = 0; s < k; s++) {
+        size_t np = s == 0 ? nm : len[s - 1];
+        memcpy(path, s == 0 ? module : part[s - 1], np);
+        path[np] = '\0';
+        for (size_t j = s; j < k; j++) {
+            memcpy(attr, part[j], len[j]);
+            attr[len[j]] = '\0';
+            if (judge_plain(path, attr) == JP_GLOBAL_DENIED) return JP_GLOBAL_DENIED;
+            path[np++] = '.';
+            memcpy(path + np, attr, len[j] + 1);
+            np += len[j];
+        }
+    }
+    return JP_GLOBAL_CLASS;
+}
+
+static jp_pickle_verdict judge_names(const char *module, const char *name) {
+    return strchr(name, '.') ? judge_chain(module, name) : judge_plain(module, name);
+}
+
+/* Denied under the names as written or as Python 3 maps them; otherwise as
+ * mapped, so copy_reg._reconstructor is copyreg._reconstructor. */
+jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
+    jp_pickle_verdict v = judge_names(module, name);
+    const char *m3 = module, *n3 = name;
+    py3_names(&m3, &n3);
+    if (v == JP_GLOBAL_DENIED || (m3 == module && n3 == name)) return v;
+    return judge_names(m3, n3);
 }
 
 /* ---------------------------------------------------------------- machine */
@@ -135,6 +310,7 @@ typedef struct vm {
     size_t memolen;         /* distinct keys, in both parts */
     size_t nvalues, budget;
     uint64_t op_off; /* file offset of the current opcode */
+    int proto;       /* the last PROTO's argument; 0 before any */
     const char *op_name;
 } vm;
 
@@ -580,23 +756,30 @@ static jp_code text_unicode(vm *m) {
     return push(m, make_str(m, JP_PV_STR, out, o));
 }
 
-/* "module\nname\n" of GLOBAL and INST. */
-static jp_pv *make_global(vm *m, const uint8_t *mod, size_t mn, const uint8_t *name, size_t nn) {
+/* A GLOBAL record, judged once; DENIED is reported where it is made. */
+static jp_pv *global_value(vm *m, const char *module, const char *name) {
     jp_pv *v = new_value(m, JP_PV_GLOBAL);
     if (!v) return NULL;
-    v->u.global.module = jp_arena_strndup(m->a, (const char *)mod, mn);
-    v->u.global.name = jp_arena_strndup(m->a, (const char *)name, nn);
-    if (!v->u.global.module || !v->u.global.name) return NULL;
-    if (jp_pickle_judge(v->u.global.module, v->u.global.name) == JP_GLOBAL_DENIED && m->o->report)
-        m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, v->u.global.module, v->u.global.name,
-                     m->op_off);
+    if (m->proto < 3) py3_names(&module, &name);
+    v->u.global.module = module;
+    v->u.global.name = name;
+    v->u.global.verdict = jp_pickle_judge(module, name);
+    if (v->u.global.verdict == JP_GLOBAL_DENIED && m->o->report)
+        m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, module, name, m->op_off);
     return v;
+}
+
+/* "module\nname\n" of GLOBAL and INST. */
+static jp_pv *make_global(vm *m, const uint8_t *mod, size_t mn, const uint8_t *name, size_t nn) {
+    const char *ms = jp_arena_strndup(m->a, (const char *)mod, mn);
+    const char *ns = jp_arena_strndup(m->a, (const char *)name, nn);
+    return ms && ns ? global_value(m, ms, ns) : NULL;
 }
 
 /* Judge a global at a use site: calling it, or only instantiating it. */
 static void judge_use(vm *m, const jp_pv *g, bool calls) {
     if (!g || g->kind != JP_PV_GLOBAL || !m->o->report) return;
-    jp_pickle_verdict v = jp_pickle_judge(g->u.global.module, g->u.global.name);
+    jp_pickle_verdict v = g->u.global.verdict;
     if (v == JP_GLOBAL_ALLOWED || v == JP_GLOBAL_DENIED) return; /* DENIED reported at GLOBAL */
     m->o->report(m->o->report_ctx, calls ? JP_GLOBAL_CALLED : JP_GLOBAL_CLASS, g->u.global.module,
                  g->u.global.name, m->op_off);
@@ -813,6 +996,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
     case 0x80: /* PROTO */
         if (!take(m, 1, &p)) return truncated(m);
         if (p[0] > 5) return fail(m, JP_UNSUPPORTED, "protocol above 5%s", NULL);
+        m->proto = p[0];
         return JP_OK;
     case 0x95: /* FRAME: frames are transparent; check the length fits */
         idx = jp_cur_le(&m->c, 8);
@@ -949,12 +1133,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
             return rc;
         /* The strings already live in the arena: reuse them, so memoized
          * names used again and again cost nothing more. */
-        if (!(v = new_value(m, JP_PV_GLOBAL))) return no_memory(m);
-        v->u.global.module = a->u.str.s;
-        v->u.global.name = b->u.str.s;
-        if (jp_pickle_judge(a->u.str.s, b->u.str.s) == JP_GLOBAL_DENIED && m->o->report)
-            m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, a->u.str.s, b->u.str.s, m->op_off);
-        return push(m, v);
+        return push(m, global_value(m, a->u.str.s, b->u.str.s));
     case 'R':
         b = pop(m);
         a = pop(m);

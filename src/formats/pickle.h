@@ -8,6 +8,15 @@
 
 #include "../common/common.h"
 
+/* How a GLOBAL is judged. torch.load(weights_only=True) allows a fixed list;
+ * jaxport reads more than that (whole pickled modules) but never runs any. */
+typedef enum jp_pickle_verdict {
+    JP_GLOBAL_ALLOWED = 0, /* torch rebuild functions, storages, dtypes, OrderedDict ... */
+    JP_GLOBAL_CLASS,       /* an unknown class only instantiated (NEWOBJ/BUILD): inert */
+    JP_GLOBAL_CALLED,      /* an unknown callable used by REDUCE: would run code */
+    JP_GLOBAL_DENIED,      /* os.system, builtins.eval, subprocess.* ...: always reported */
+} jp_pickle_verdict;
+
 typedef enum jp_pv_kind {
     JP_PV_NONE = 1,
     JP_PV_BOOL,
@@ -22,7 +31,7 @@ typedef enum jp_pv_kind {
     JP_PV_LIST,
     JP_PV_SET,      /* EMPTY_SET + ADDITEMS, FROZENSET */
     JP_PV_DICT,
-    JP_PV_GLOBAL,   /* GLOBAL / STACK_GLOBAL: u.global */
+    JP_PV_GLOBAL,   /* GLOBAL / STACK_GLOBAL / INST's class: u.global */
     JP_PV_CALL,     /* REDUCE: u.obj.callable(*u.obj.args) */
     JP_PV_OBJECT,   /* NEWOBJ, NEWOBJ_EX, OBJ, INST: an instance of u.obj.callable */
     JP_PV_PERSID,   /* PERSID / BINPERSID: u.persid is the id value */
@@ -55,7 +64,11 @@ struct jp_pv {
         jp_pv_dict dict;   /* DICT: in insertion order; a key set twice
                               appears twice and the last one counts */
         struct {
+            /* Python 3's names for it: below protocol 3, Python 2 names
+             * (__builtin__, copy_reg ...) are mapped as pickle.loads maps
+             * them. Either may be a static string rather than an arena one. */
             const char *module, *name;
+            jp_pickle_verdict verdict; /* jp_pickle_judge(module, name) */
         } global;
         struct {
             jp_pv *callable;    /* usually a GLOBAL */
@@ -68,15 +81,6 @@ struct jp_pv {
         jp_pv *persid;
     } u;
 };
-
-/* How a GLOBAL is judged. torch.load(weights_only=True) allows a fixed list;
- * jaxport reads more than that (whole pickled modules) but never runs any. */
-typedef enum jp_pickle_verdict {
-    JP_GLOBAL_ALLOWED = 0, /* torch rebuild functions, storages, dtypes, OrderedDict ... */
-    JP_GLOBAL_CLASS,       /* an unknown class only instantiated (NEWOBJ/BUILD): inert */
-    JP_GLOBAL_CALLED,      /* an unknown callable used by REDUCE: would run code */
-    JP_GLOBAL_DENIED,      /* os.system, builtins.eval, subprocess.* ...: always reported */
-} jp_pickle_verdict;
 
 /* Called once per GLOBAL use that is not ALLOWED, with the opcode's offset. */
 typedef void (*jp_pickle_report_fn)(void *ctx, jp_pickle_verdict verdict, const char *module,
@@ -99,6 +103,10 @@ typedef struct jp_pickle_opts {
 /* Digits of a protocol-0 INT/LONG: Python's own limit on int(str), which
  * pickle.loads meets (sys.int_info.default_max_str_digits). */
 #define JP_PICKLE_MAX_INT_DIGITS 4300
+/* A dotted global name (a getattr chain) of more links, or longer than
+ * this in all, is judged DENIED without looking further. */
+#define JP_PICKLE_MAX_NAME_PARTS 8
+#define JP_PICKLE_MAX_JUDGED_NAME 512
 /* Values plus container entries: at most 65536 + 16 per input byte, and
  * never more than this. */
 #define JP_PICKLE_MAX_VALUES (1u << 26)
@@ -111,7 +119,9 @@ typedef struct jp_pickle_opts {
 jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
                        const jp_pickle_opts *opts, jp_pv **out, size_t *consumed, jp_err *err);
 
-/* The verdict for a global, by module and name. */
+/* The verdict for a global, by module and name. A Python 2 name is judged
+ * as Python 3 maps it, and DENIED under either name; a dotted name is judged
+ * along its whole getattr chain and never ALLOWED. */
 jp_pickle_verdict jp_pickle_judge(const char *module, const char *name);
 
 #endif /* JP_PICKLE_H */

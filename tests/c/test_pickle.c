@@ -20,6 +20,11 @@ static void on_report(void *ctx, jp_pickle_verdict v, const char *module, const 
     r->n++;
 }
 
+static bool is_global_named(const jp_pv *v, const char *module, const char *name) {
+    return v && v->kind == JP_PV_GLOBAL && strcmp(v->u.global.module, module) == 0 &&
+           strcmp(v->u.global.name, name) == 0;
+}
+
 static jp_code load(jp_arena *a, const char *bytes, size_t len, jp_pv **out, reports *r,
                     jp_err *err) {
     jp_pickle_opts o = {"data.pkl", 0, on_report, r};
@@ -154,6 +159,65 @@ static void test_verdicts(void) {
     CHECK(jp_pickle_judge("os.path", "join") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("torch.storage", "_load_from_bytes") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("osx", "thing") == JP_GLOBAL_CLASS); /* prefix match is per module part */
+
+    /* Python 2 names are judged as Python 3's unpickler maps them
+     * (_compat_pickle's NAME_MAPPING, then IMPORT_MAPPING). */
+    CHECK(jp_pickle_judge("__builtin__", "eval") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("__builtin__", "intern") == JP_GLOBAL_DENIED);   /* sys.intern */
+    CHECK(jp_pickle_judge("__builtin__", "unicode") == JP_GLOBAL_ALLOWED); /* builtins.str */
+    CHECK(jp_pickle_judge("__builtin__", "xrange") == JP_GLOBAL_ALLOWED);  /* builtins.range */
+    CHECK(jp_pickle_judge("copy_reg", "_reconstructor") == JP_GLOBAL_ALLOWED);
+    CHECK(jp_pickle_judge("exceptions", "ValueError") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("thread", "start_new_thread") == JP_GLOBAL_DENIED); /* _thread */
+    CHECK(jp_pickle_judge("SocketServer", "TCPServer") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("urllib", "urlretrieve") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("cPickle", "loads") == JP_GLOBAL_DENIED);
+
+    /* A dotted name is a getattr chain from the module (protocol 4): it is
+     * judged along the whole chain, any part of which may be a module
+     * another imported, and is never on the allow list. */
+    CHECK(jp_pickle_judge("torch", "hub.load") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch", "hub.Storage") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch", "storage._load_from_bytes") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("numpy.dtypes", "os.system") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("collections", "builtins.eval") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("mylib", "np.core.os.system") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch", "complex64.__class__") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch._utils", "_rebuild_tensor_v2.__globals__") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("__builtin__", "set.__init__") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch", "_utils._rebuild_tensor_v2") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("torch", "float32.x") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("numpy.dtypes", "Float64DType.x") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("collections", "OrderedDict.fromkeys") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("mylib", "Outer.Inner") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("mylib", "Outer..Inner") == JP_GLOBAL_CLASS);
+    /* Allowed prefixes match whole names, not the start of one. */
+    CHECK(jp_pickle_judge("torch", "complex_evil") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("torch", "complex64") == JP_GLOBAL_ALLOWED);
+    CHECK(jp_pickle_judge("torch", "float8_e4m3fn") == JP_GLOBAL_ALLOWED);
+
+    /* STACK_GLOBAL torch / hub.load, called: DENIED at the STACK_GLOBAL. */
+    CHECK_EQ_U64(LOAD("\x80\x04\x8c\x05torch\x8c\x08hub.load\x93)R.", &v, &r, &err), JP_OK);
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_DENIED && r.offset[0] == 19);
+    CHECK_STR(r.global[0], "torch.hub.load");
+    /* Below protocol 3 the names are mapped in the record too, as pickle.loads
+     * would resolve them: copy_reg._reconstructor makes a plain instance. */
+    CHECK_EQ_U64(LOAD("\x80\x02" "ccopy_reg\n_reconstructor\nq\x00" "c__main__\nThing\nq\x01"
+                      "c__builtin__\nobject\nq\x02N\x87R.",
+                      &v, &r, &err),
+                 JP_OK);
+    CHECK(v && v->kind == JP_PV_OBJECT && is_global_named(v->u.obj.callable, "__main__", "Thing"));
+    CHECK(r.n == 1 && r.verdict[0] == JP_GLOBAL_CLASS);
+    CHECK_STR(r.global[0], "__main__.Thing");
+    CHECK_EQ_U64(LOAD("c__builtin__\nset\n.", &v, &r, &err), JP_OK);
+    CHECK(is_global_named(v, "builtins", "set"));
+    CHECK_EQ_U64(LOAD("c__builtin__\nintern\n.", &v, &r, &err), JP_OK);
+    CHECK(is_global_named(v, "sys", "intern") && r.n == 1 && r.verdict[0] == JP_GLOBAL_DENIED);
+    CHECK_STR(r.global[0], "sys.intern");
+    /* From protocol 3, pickle.loads maps nothing; the record keeps the names
+     * as written, and the verdict still sees through them. */
+    CHECK_EQ_U64(LOAD("\x80\x03" "c__builtin__\neval\n.", &v, &r, &err), JP_OK);
+    CHECK(is_global_named(v, "__builtin__", "eval") && r.n == 1 && r.verdict[0] == JP_GLOBAL_DENIED);
     jp_arena_free(&a);
 }
 

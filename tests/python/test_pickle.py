@@ -4,6 +4,7 @@ returns, once the few records that plain data becomes at old protocols
 (bytes through _codecs.encode, sets through builtins.set) are read back the
 way pickle would. Hostile pickles are reported, never run."""
 
+import _compat_pickle
 import math
 import os
 import pickle
@@ -155,6 +156,65 @@ def test_memo_grows_with_puts_not_with_keys():
             assert _core.pickle_tree(b"K\\x01r" + k + b"0j" + k + b".") == (1, [])
     """)
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+def test_python2_names_mapped_as_pickle_loads_maps_them():
+    """Below protocol 3 the records carry the names pickle.loads would look
+    up (_compat_pickle's tables, the real ones); from protocol 3 on, the
+    names as written."""
+    pairs = list(_compat_pickle.NAME_MAPPING) + [(m, "anything") for m in _compat_pickle.IMPORT_MAPPING]
+    for module, name in pairs:
+        want = _compat_pickle.NAME_MAPPING.get((module, name))
+        want = want or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        glob = b"c%s\n%s\n." % (module.encode(), name.encode())
+        assert _core.pickle_tree(glob)[0] == ("global", *want)
+        assert _core.pickle_tree(b"\x80\x02" + glob)[0] == ("global", *want)
+        assert _core.pickle_tree(b"\x80\x03" + glob)[0] == ("global", module, name)
+
+
+def test_python2_names_judged_as_mapped():
+    # Python 3 writes sys.intern as __builtin__.intern below protocol 3.
+    for protocol in range(3):
+        data = pickle.dumps(sys.intern, protocol=protocol)
+        assert b"__builtin__" in data
+        tree, findings = _core.pickle_tree(data)
+        assert tree == ("global", "sys", "intern")
+        assert [f[:3] for f in findings] == [("denied", "sys", "intern")]
+    # The same names from protocol 3 on are not mapped, but still denied.
+    tree, findings = _core.pickle_tree(b"\x80\x03c__builtin__\neval\n)R.")
+    assert [f[:3] for f in findings] == [("denied", "__builtin__", "eval")]
+
+
+class Plain:
+    def __init__(self):
+        self.x = 1
+
+
+class Outer:
+    class Inner:
+        pass
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_copy_reg_reconstructor_makes_an_instance(protocol):
+    """Protocols 0 and 1 make plain instances through copy_reg._reconstructor:
+    an instance of the class, reported as a class, not as a call."""
+    data = pickle.dumps(Plain(), protocol=protocol)
+    assert b"copy_reg" in data
+    tree, findings = _core.pickle_tree(data)
+    assert tree[0] == "object" and tree[1] == ("global", Plain.__module__, "Plain")
+    assert tree[4] == {"x": 1}
+    assert [f[:3] for f in findings] == [("class", Plain.__module__, "Plain")]
+
+
+def test_dotted_names():
+    # A hand-made protocol 4 pickle calling torch.hub.load through a dotted name.
+    tree, findings = _core.pickle_tree(b"\x80\x04\x8c\x05torch\x8c\x08hub.load\x93)R.")
+    assert [f[:3] for f in findings] == [("denied", "torch", "hub.load")]
+    # A nested class, as pickle writes it: an unknown class, not denied.
+    tree, findings = _core.pickle_tree(pickle.dumps(Outer.Inner(), protocol=4))
+    assert tree[0] == "object" and tree[1] == ("global", Outer.__module__, "Outer.Inner")
+    assert [f[:3] for f in findings] == [("class", Outer.__module__, "Outer.Inner")]
 
 
 def test_malformed_raises_with_offset():
