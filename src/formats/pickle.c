@@ -32,45 +32,46 @@
 /* Python 2 wrote some globals under names Python 3 moved. pickle.loads maps
  * them back (fix_imports, on by default, for protocols below 3; the tables
  * are Lib/_compat_pickle.py's NAME_MAPPING and IMPORT_MAPPING): first a
- * (module, name) pair, else the module alone. */
+ * (module, name) pair, else the module alone. Both tables are sorted by
+ * strcmp, for bsearch. */
 typedef struct py2_name {
     const char *module, *name, *to_module, *to_name;
 } py2_name;
 
 static const py2_name py2_names[] = {
-    {"__builtin__", "xrange", "builtins", "range"},
-    {"__builtin__", "reduce", "functools", "reduce"},
-    {"__builtin__", "intern", "sys", "intern"},
-    {"__builtin__", "unichr", "builtins", "chr"},
-    {"__builtin__", "unicode", "builtins", "str"},
-    {"__builtin__", "long", "builtins", "int"},
-    {"__builtin__", "basestring", "builtins", "str"},
-    {"itertools", "izip", "builtins", "zip"},
-    {"itertools", "imap", "builtins", "map"},
-    {"itertools", "ifilter", "builtins", "filter"},
-    {"itertools", "ifilterfalse", "itertools", "filterfalse"},
-    {"itertools", "izip_longest", "itertools", "zip_longest"},
     {"UserDict", "IterableUserDict", "collections", "UserDict"},
     {"UserDict", "UserDict", "collections", "UserDict"},
     {"UserList", "UserList", "collections", "UserList"},
     {"UserString", "UserString", "collections", "UserString"},
-    {"whichdb", "whichdb", "dbm", "whichdb"},
-    {"_socket", "fromfd", "socket", "fromfd"},
-    {"socket", "_socketobject", "socket", "SocketType"},
+    {"__builtin__", "basestring", "builtins", "str"},
+    {"__builtin__", "intern", "sys", "intern"},
+    {"__builtin__", "long", "builtins", "int"},
+    {"__builtin__", "reduce", "functools", "reduce"},
+    {"__builtin__", "unichr", "builtins", "chr"},
+    {"__builtin__", "unicode", "builtins", "str"},
+    {"__builtin__", "xrange", "builtins", "range"},
     {"_multiprocessing", "Connection", "multiprocessing.connection", "Connection"},
-    {"multiprocessing.process", "Process", "multiprocessing.context", "Process"},
-    {"multiprocessing.forking", "Popen", "multiprocessing.popen_fork", "Popen"},
+    {"_socket", "fromfd", "socket", "fromfd"},
+    {"exceptions", "StandardError", "builtins", "Exception"},
+    {"itertools", "ifilter", "builtins", "filter"},
+    {"itertools", "ifilterfalse", "itertools", "filterfalse"},
+    {"itertools", "imap", "builtins", "map"},
+    {"itertools", "izip", "builtins", "zip"},
+    {"itertools", "izip_longest", "itertools", "zip_longest"},
     {"multiprocessing", "AuthenticationError", "multiprocessing.context", "AuthenticationError"},
     {"multiprocessing", "BufferTooShort", "multiprocessing.context", "BufferTooShort"},
     {"multiprocessing", "ProcessError", "multiprocessing.context", "ProcessError"},
     {"multiprocessing", "TimeoutError", "multiprocessing.context", "TimeoutError"},
+    {"multiprocessing.forking", "Popen", "multiprocessing.popen_fork", "Popen"},
+    {"multiprocessing.process", "Process", "multiprocessing.context", "Process"},
+    {"socket", "_socketobject", "socket", "SocketType"},
     {"urllib", "ContentTooShortError", "urllib.error", "ContentTooShortError"},
     {"urllib", "getproxies", "urllib.request", "getproxies"},
     {"urllib", "pathname2url", "urllib.request", "pathname2url"},
-    {"urllib", "quote_plus", "urllib.parse", "quote_plus"},
     {"urllib", "quote", "urllib.parse", "quote"},
-    {"urllib", "unquote_plus", "urllib.parse", "unquote_plus"},
+    {"urllib", "quote_plus", "urllib.parse", "quote_plus"},
     {"urllib", "unquote", "urllib.parse", "unquote"},
+    {"urllib", "unquote_plus", "urllib.parse", "unquote_plus"},
     {"urllib", "url2pathname", "urllib.request", "url2pathname"},
     {"urllib", "urlcleanup", "urllib.request", "urlcleanup"},
     {"urllib", "urlencode", "urllib.parse", "urlencode"},
@@ -78,7 +79,7 @@ static const py2_name py2_names[] = {
     {"urllib", "urlretrieve", "urllib.request", "urlretrieve"},
     {"urllib2", "HTTPError", "urllib.error", "HTTPError"},
     {"urllib2", "URLError", "urllib.error", "URLError"},
-    {"exceptions", "StandardError", "builtins", "Exception"},
+    {"whichdb", "whichdb", "dbm", "whichdb"},
 };
 
 /* exceptions.X is builtins.X for these (Python 2's exception classes). */
@@ -95,27 +96,27 @@ static const char *const py2_exceptions[] = {
     "ZeroDivisionError", NULL};
 
 static const char *const py2_modules[][2] = {
-    {"__builtin__", "builtins"}, {"copy_reg", "copyreg"}, {"Queue", "queue"},
-    {"SocketServer", "socketserver"}, {"ConfigParser", "configparser"}, {"repr", "reprlib"},
-    {"tkFileDialog", "tkinter.filedialog"}, {"tkSimpleDialog", "tkinter.simpledialog"},
+    {"BaseHTTPServer", "http.server"}, {"CGIHTTPServer", "http.server"},
+    {"ConfigParser", "configparser"}, {"Cookie", "http.cookies"}, {"Dialog", "tkinter.dialog"},
+    {"DocXMLRPCServer", "xmlrpc.server"}, {"FileDialog", "tkinter.filedialog"},
+    {"HTMLParser", "html.parser"}, {"Queue", "queue"}, {"ScrolledText", "tkinter.scrolledtext"},
+    {"SimpleDialog", "tkinter.simpledialog"}, {"SimpleHTTPServer", "http.server"},
+    {"SimpleXMLRPCServer", "xmlrpc.server"}, {"SocketServer", "socketserver"}, {"StringIO", "io"},
+    {"Tix", "tkinter.tix"}, {"Tkconstants", "tkinter.constants"}, {"Tkdnd", "tkinter.dnd"},
+    {"Tkinter", "tkinter"}, {"UserDict", "collections"}, {"UserList", "collections"},
+    {"UserString", "collections"}, {"__builtin__", "builtins"}, {"_abcoll", "collections.abc"},
+    {"_elementtree", "xml.etree.ElementTree"}, {"_winreg", "winreg"}, {"anydbm", "dbm"},
+    {"cPickle", "pickle"}, {"cStringIO", "io"}, {"commands", "subprocess"},
+    {"cookielib", "http.cookiejar"}, {"copy_reg", "copyreg"}, {"dbhash", "dbm.bsd"},
+    {"dbm", "dbm.ndbm"}, {"dumbdbm", "dbm.dumb"}, {"dummy_thread", "_dummy_thread"},
+    {"gdbm", "dbm.gnu"}, {"htmlentitydefs", "html.entities"}, {"httplib", "http.client"},
+    {"markupbase", "_markupbase"}, {"repr", "reprlib"}, {"robotparser", "urllib.robotparser"},
+    {"test.test_support", "test.support"}, {"thread", "_thread"},
     {"tkColorChooser", "tkinter.colorchooser"}, {"tkCommonDialog", "tkinter.commondialog"},
-    {"Dialog", "tkinter.dialog"}, {"Tkdnd", "tkinter.dnd"}, {"tkFont", "tkinter.font"},
-    {"tkMessageBox", "tkinter.messagebox"}, {"ScrolledText", "tkinter.scrolledtext"},
-    {"Tkconstants", "tkinter.constants"}, {"Tix", "tkinter.tix"}, {"ttk", "tkinter.ttk"},
-    {"Tkinter", "tkinter"}, {"markupbase", "_markupbase"}, {"_winreg", "winreg"},
-    {"thread", "_thread"}, {"dummy_thread", "_dummy_thread"}, {"dbhash", "dbm.bsd"},
-    {"dumbdbm", "dbm.dumb"}, {"dbm", "dbm.ndbm"}, {"gdbm", "dbm.gnu"},
-    {"xmlrpclib", "xmlrpc.client"}, {"SimpleXMLRPCServer", "xmlrpc.server"},
-    {"httplib", "http.client"}, {"htmlentitydefs", "html.entities"}, {"HTMLParser", "html.parser"},
-    {"Cookie", "http.cookies"}, {"cookielib", "http.cookiejar"}, {"BaseHTTPServer", "http.server"},
-    {"test.test_support", "test.support"}, {"commands", "subprocess"},
-    {"urlparse", "urllib.parse"}, {"robotparser", "urllib.robotparser"},
-    {"urllib2", "urllib.request"}, {"anydbm", "dbm"}, {"_abcoll", "collections.abc"},
-    {"cPickle", "pickle"}, {"_elementtree", "xml.etree.ElementTree"},
-    {"FileDialog", "tkinter.filedialog"}, {"SimpleDialog", "tkinter.simpledialog"},
-    {"DocXMLRPCServer", "xmlrpc.server"}, {"SimpleHTTPServer", "http.server"},
-    {"CGIHTTPServer", "http.server"}, {"UserDict", "collections"}, {"UserList", "collections"},
-    {"UserString", "collections"}, {"whichdb", "dbm"}, {"StringIO", "io"}, {"cStringIO", "io"},
+    {"tkFileDialog", "tkinter.filedialog"}, {"tkFont", "tkinter.font"},
+    {"tkMessageBox", "tkinter.messagebox"}, {"tkSimpleDialog", "tkinter.simpledialog"},
+    {"ttk", "tkinter.ttk"}, {"urllib2", "urllib.request"}, {"urlparse", "urllib.parse"},
+    {"whichdb", "dbm"}, {"xmlrpclib", "xmlrpc.client"},
 };
 
 static bool name_in(const char *name, const char *const *list) {
@@ -124,31 +125,40 @@ static bool name_in(const char *name, const char *const *list) {
     return false;
 }
 
+static int cmp_py2_name(const void *key, const void *entry) {
+    const py2_name *k = key, *e = entry;
+    int c = strcmp(k->module, e->module);
+    return c ? c : strcmp(k->name, e->name);
+}
+
+static int cmp_py2_module(const void *key, const void *entry) {
+    return strcmp(key, *(const char *const *)entry);
+}
+
 /* The Python 3 names of a global, as pickle.loads would look it up. The
  * results are the arguments or static strings. */
 static void py3_names(const char **module, const char **name) {
-    for (size_t i = 0; i < sizeof py2_names / sizeof py2_names[0]; i++) {
-        if (strcmp(*module, py2_names[i].module) == 0 && strcmp(*name, py2_names[i].name) == 0) {
-            *module = py2_names[i].to_module;
-            *name = py2_names[i].to_name;
-            return;
-        }
+    py2_name key = {*module, *name, NULL, NULL};
+    const py2_name *e = bsearch(&key, py2_names, sizeof py2_names / sizeof py2_names[0],
+                                sizeof py2_names[0], cmp_py2_name);
+    if (e) {
+        *module = e->to_module;
+        *name = e->to_name;
+        return;
     }
     if (strcmp(*module, "exceptions") == 0 && name_in(*name, py2_exceptions)) {
         *module = "builtins";
         return;
     }
-    for (size_t i = 0; i < sizeof py2_modules / sizeof py2_modules[0]; i++) {
-        if (strcmp(*module, py2_modules[i][0]) == 0) {
-            *module = py2_modules[i][1];
-            return;
-        }
-    }
+    const char *const *m = bsearch(*module, py2_modules, sizeof py2_modules / sizeof py2_modules[0],
+                                   sizeof py2_modules[0], cmp_py2_module);
+    if (m) *module = m[1];
 }
 
 /* ---------------------------------------------------------------- verdicts */
 
 static bool module_is(const char *module, const char *m) {
+    if (module[0] != m[0]) return false; /* most calls end here */
     size_t n = strlen(m);
     return strncmp(module, m, n) == 0 && (module[n] == '\0' || module[n] == '.');
 }
@@ -260,12 +270,16 @@ static jp_pickle_verdict judge_chain(const char *module, const char *name) {
     char path[JP_PICKLE_MAX_JUDGED_NAME], attr[JP_PICKLE_MAX_JUDGED_NAME];
     size_t nm = strlen(module), nn = strlen(name);
     if (nm + 1 + nn >= sizeof path) return JP_GLOBAL_DENIED;
-    /* Start s = 0 is the module; s > 0 is link s - 1. */
+    /* Start s = 0 is the module; s > 0 is link s - 1. Every denial above
+     * names a module of at most two parts (torch.hub, torch.storage), and an
+     * attribute of it: a run from any start denies within two steps, or not
+     * at all. Raise DEPTH with any deeper entry. */
+    enum { DEPTH = 2 };
     for (size_t s = 0; s < k; s++) {
         size_t np = s == 0 ? nm : len[s - 1];
         memcpy(path, s == 0 ? module : part[s - 1], np);
         path[np] = '\0';
-        for (size_t j = s; j < k; j++) {
+        for (size_t j = s; j < k && j < s + DEPTH; j++) {
             memcpy(attr, part[j], len[j]);
             attr[len[j]] = '\0';
             if (judge_plain(path, attr) == JP_GLOBAL_DENIED) return JP_GLOBAL_DENIED;

@@ -182,6 +182,10 @@ static void test_verdicts(void) {
     CHECK(jp_pickle_judge("numpy.dtypes", "os.system") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("collections", "builtins.eval") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("mylib", "np.core.os.system") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("mylib", "a.torch.storage._load_from_bytes") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("mylib", "a.b.torch.hub.x") == JP_GLOBAL_DENIED);
+    CHECK(jp_pickle_judge("torch", "nn.functional.a.b.c.d.e") == JP_GLOBAL_CLASS);
+    CHECK(jp_pickle_judge("torch", "nn.functional.a.b.c.d.e.f.g") == JP_GLOBAL_DENIED); /* 9 links */
     CHECK(jp_pickle_judge("torch", "complex64.__class__") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("torch._utils", "_rebuild_tensor_v2.__globals__") == JP_GLOBAL_DENIED);
     CHECK(jp_pickle_judge("__builtin__", "set.__init__") == JP_GLOBAL_DENIED);
