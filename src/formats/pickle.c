@@ -267,9 +267,9 @@ static jp_pickle_verdict judge_chain(const char *module, const char *name) {
         if (!dot) break;
         p = dot;
     }
-    char path[JP_PICKLE_MAX_JUDGED_NAME], attr[JP_PICKLE_MAX_JUDGED_NAME];
-    size_t nm = strlen(module), nn = strlen(name);
-    if (nm + 1 + nn >= sizeof path) return JP_GLOBAL_DENIED;
+    /* Both are at most JP_PICKLE_MAX_NAME bytes (jp_pickle_judge). */
+    char path[2 * JP_PICKLE_MAX_NAME + 2], attr[JP_PICKLE_MAX_NAME + 1];
+    size_t nm = strlen(module);
     /* Start s = 0 is the module; s > 0 is link s - 1. Every denial above
      * names a module of at most two parts (torch.hub, torch.storage), and an
      * attribute of it: a run from any start denies within two steps, or not
@@ -295,9 +295,18 @@ static jp_pickle_verdict judge_names(const char *module, const char *name) {
     return strchr(name, '.') ? judge_chain(module, name) : judge_plain(module, name);
 }
 
+static bool longer_than(const char *s, size_t max) {
+    for (size_t n = 0; n <= max; n++)
+        if (!s[n]) return false;
+    return true;
+}
+
 /* Denied under the names as written or as Python 3 maps them; otherwise as
- * mapped, so copy_reg._reconstructor is copyreg._reconstructor. */
+ * mapped, so copy_reg._reconstructor is copyreg._reconstructor. Names too
+ * long to be real are denied unread. */
 jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
+    if (longer_than(module, JP_PICKLE_MAX_NAME) || longer_than(name, JP_PICKLE_MAX_NAME))
+        return JP_GLOBAL_DENIED;
     jp_pickle_verdict v = judge_names(module, name);
     const char *m3 = module, *n3 = name;
     py3_names(&m3, &n3);
@@ -534,6 +543,14 @@ static jp_code check_text(vm *m, const uint8_t *s, size_t n, text_rule rule) {
     snprintf(d, sizeof d, "byte 0x%02x at position %zu of the text breaks it: expected %s", s[bad],
              bad, what[rule]);
     return fail(m, JP_CORRUPT, "%s", d);
+}
+
+/* A global's module or name: no longer than the limit, checked first so
+ * that a long memoized string used again and again costs nothing. */
+static jp_code check_name(vm *m, const uint8_t *s, size_t n, text_rule rule) {
+    if (n > JP_PICKLE_MAX_NAME)
+        return fail(m, JP_LIMIT, "a global's module or name longer than the limit%s", NULL);
+    return check_text(m, s, n, rule);
 }
 
 /* Little-endian two's complement of n bytes: INT when it fits int64. */
@@ -1125,8 +1142,8 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         return add_items(m, m->stack[first - 1], first, op == 'u');
     case 'c': case 'i': {
         text_rule rule = op == 'c' ? TEXT_NAME_UTF8 : TEXT_NAME_ASCII;
-        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq)) || (rc = check_text(m, p, n, rule)) ||
-            (rc = check_text(m, q, nq, rule)))
+        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq)) || (rc = check_name(m, p, n, rule)) ||
+            (rc = check_name(m, q, nq, rule)))
             return rc;
         if (!(v = make_global(m, p, n, q, nq))) return no_memory(m);
         if (op == 'c') return push(m, v);
@@ -1142,8 +1159,8 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         if (!a || !b) return underflow(m);
         if (a->kind != JP_PV_STR || b->kind != JP_PV_STR)
             return fail(m, JP_CORRUPT, "module and name must be strings%s", NULL);
-        if ((rc = check_text(m, (const uint8_t *)a->u.str.s, a->u.str.len, TEXT_NAME_UTF8)) ||
-            (rc = check_text(m, (const uint8_t *)b->u.str.s, b->u.str.len, TEXT_NAME_UTF8)))
+        if ((rc = check_name(m, (const uint8_t *)a->u.str.s, a->u.str.len, TEXT_NAME_UTF8)) ||
+            (rc = check_name(m, (const uint8_t *)b->u.str.s, b->u.str.len, TEXT_NAME_UTF8)))
             return rc;
         /* The strings already live in the arena: reuse them, so memoized
          * names used again and again cost nothing more. */

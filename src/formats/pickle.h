@@ -103,10 +103,11 @@ typedef struct jp_pickle_opts {
 /* Digits of a protocol-0 INT/LONG: Python's own limit on int(str), which
  * pickle.loads meets (sys.int_info.default_max_str_digits). */
 #define JP_PICKLE_MAX_INT_DIGITS 4300
-/* A dotted global name (a getattr chain) of more links, or longer than
- * this in all, is judged DENIED without looking further. */
+/* Bytes in a global's module or name; a longer one is refused (GLOBAL,
+ * INST, STACK_GLOBAL) or, given to jp_pickle_judge, DENIED. */
+#define JP_PICKLE_MAX_NAME 512
+/* Links in a dotted global name (a getattr chain); more are DENIED. */
 #define JP_PICKLE_MAX_NAME_PARTS 8
-#define JP_PICKLE_MAX_JUDGED_NAME 512
 /* Values plus container entries: at most 65536 + 16 per input byte, and
  * never more than this. */
 #define JP_PICKLE_MAX_VALUES (1u << 26)

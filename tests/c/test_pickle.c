@@ -289,6 +289,14 @@ static const struct bad {
       15),
     B("STACK_GLOBAL with a NUL", "\x8c\x02os\x8c\x07" "sys\x00tem\x93.", JP_CORRUPT, 13),
     B("PERSID not ASCII", "Pab\xc3\xa9\n.", JP_CORRUPT, 0),
+    B("GLOBAL name past the limit", "K\x01" "cm\n"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n.",
+      JP_LIMIT, 2),
     /* POP right after MARK discards the mark (CPython's load_pop), so the
      * STOP that follows finds nothing to return. */
     B("POP of a MARK, then STOP", "(0.", JP_CORRUPT, 2),
@@ -356,6 +364,42 @@ static void test_hostile_shapes(void) {
     }
     buf[n++] = '.';
     CHECK_EQ_U64(jp_pickle_load(&a, buf, n, &o, &v, NULL, &err), JP_LIMIT);
+    /* A global's module and name are at most JP_PICKLE_MAX_NAME bytes: a
+     * memoized 1 MB name used by STACK_GLOBAL again and again would
+     * otherwise be validated and judged in full each time. */
+    static const size_t lens[] = {JP_PICKLE_MAX_NAME, JP_PICKLE_MAX_NAME + 1, 1000000};
+    for (size_t li = 0; li < 3; li++) {
+        static uint8_t big[1100000];
+        size_t len = lens[li];
+        n = 0;
+        big[n++] = 0x8c;
+        big[n++] = 1;
+        big[n++] = 'm';
+        big[n++] = 0x8d;
+        jp_store_le(big + n, len, 8);
+        n += 8;
+        memset(big + n, 'a', len);
+        n += len;
+        size_t at = n;
+        big[n++] = 0x93;
+        big[n++] = '.';
+        jp_code rc = jp_pickle_load(&a, big, n, &o, &v, NULL, &err);
+        if (len == JP_PICKLE_MAX_NAME) {
+            CHECK_EQ_U64(rc, JP_OK);
+            CHECK(v->kind == JP_PV_GLOBAL && strlen(v->u.global.name) == len);
+        } else {
+            CHECK_EQ_U64(rc, JP_LIMIT);
+            CHECK_EQ_U64(err.offset, at);
+        }
+    }
+    CHECK(jp_pickle_judge("mylib", "Thing") == JP_GLOBAL_CLASS);
+    {
+        static char longname[JP_PICKLE_MAX_NAME + 2];
+        memset(longname, 'a', sizeof longname - 1);
+        CHECK(jp_pickle_judge("mylib", longname) == JP_GLOBAL_DENIED); /* too long to judge */
+        longname[JP_PICKLE_MAX_NAME] = '\0';
+        CHECK(jp_pickle_judge("mylib", longname) == JP_GLOBAL_CLASS);
+    }
     /* A text integer of as many digits as Python converts, and one more. */
     for (size_t digits = JP_PICKLE_MAX_INT_DIGITS; digits <= JP_PICKLE_MAX_INT_DIGITS + 1; digits++) {
         n = 0;
