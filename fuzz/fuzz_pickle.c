@@ -1,6 +1,7 @@
 /* Fuzz target for the pickle machine: whatever it accepts must be a tree whose
- * strings are NUL-terminated at their length, whose containers hold non-NULL
- * values, and which a bounded walk can visit; a refusal must carry a code,
+ * strings are NUL-terminated at their length, whose big integers need more
+ * than 8 bytes, whose globals carry their own verdict, whose containers hold
+ * non-NULL values, and which a bounded walk can visit; a refusal must carry a code,
  * an offset inside the input and a message. */
 #include <stdlib.h>
 
@@ -22,6 +23,7 @@ static void walk(const jp_pv *v, int depth) {
     switch (v->kind) {
     case JP_PV_STR: case JP_PV_BYTES: case JP_PV_BIGINT:
         CHECK(v->u.str.s[v->u.str.len] == '\0');
+        CHECK(v->kind != JP_PV_BIGINT || v->u.str.len > 8); /* else it is an INT */
         break;
     case JP_PV_TUPLE: case JP_PV_LIST: case JP_PV_SET:
         for (size_t i = 0; i < v->u.seq.len; i++) walk(v->u.seq.items[i], depth + 1);
@@ -34,6 +36,7 @@ static void walk(const jp_pv *v, int depth) {
         break;
     case JP_PV_GLOBAL:
         CHECK(v->u.global.module && v->u.global.name);
+        CHECK(v->u.global.verdict == jp_pickle_judge(v->u.global.module, v->u.global.name));
         break;
     case JP_PV_CALL: case JP_PV_OBJECT:
         walk(v->u.obj.callable, depth + 1);

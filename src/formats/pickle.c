@@ -15,10 +15,11 @@
  * SETITEMS, ADDITEMS, FROZENSET, OBJ and INST pop back to.
  *
  * This machine builds inert values (pickle.h) and never calls, imports or
- * looks anything up. The stack, marks and memo are heap arrays bounded by
- * named limits; every value lives in the caller's arena. Lists and dicts are
- * shared by pointer, so mutation through the memo is visible, and a pickle
- * can make a value contain itself: readers of the tree must bound their depth.
+ * looks anything up. The stack and marks are heap arrays and the memo a
+ * hash map, bounded by named limits; every value lives in the caller's
+ * arena. Lists and dicts are shared by pointer, so mutation through the
+ * memo is visible, and a pickle can make a value contain itself: readers of
+ * the tree must bound their depth.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +27,97 @@
 
 #include "pickle.h"
 
-/* ---------------------------------------------------------------- verdicts */
+/* ---------------------------------------------------------------- names */
 
-static bool module_is(const char *module, const char *m) {
-    size_t n = strlen(m);
-    return strncmp(module, m, n) == 0 && (module[n] == '\0' || module[n] == '.');
-}
+/* Python 2 wrote some globals under names Python 3 moved. pickle.loads maps
+ * them back (fix_imports, on by default, for protocols below 3; the tables
+ * are Lib/_compat_pickle.py's NAME_MAPPING and IMPORT_MAPPING): first a
+ * (module, name) pair, else the module alone. Both tables are sorted by
+ * strcmp, for bsearch. */
+typedef struct py2_name {
+    const char *module, *name, *to_module, *to_name;
+} py2_name;
+
+static const py2_name py2_names[] = {
+    {"UserDict", "IterableUserDict", "collections", "UserDict"},
+    {"UserDict", "UserDict", "collections", "UserDict"},
+    {"UserList", "UserList", "collections", "UserList"},
+    {"UserString", "UserString", "collections", "UserString"},
+    {"__builtin__", "basestring", "builtins", "str"},
+    {"__builtin__", "intern", "sys", "intern"},
+    {"__builtin__", "long", "builtins", "int"},
+    {"__builtin__", "reduce", "functools", "reduce"},
+    {"__builtin__", "unichr", "builtins", "chr"},
+    {"__builtin__", "unicode", "builtins", "str"},
+    {"__builtin__", "xrange", "builtins", "range"},
+    {"_multiprocessing", "Connection", "multiprocessing.connection", "Connection"},
+    {"_socket", "fromfd", "socket", "fromfd"},
+    {"exceptions", "StandardError", "builtins", "Exception"},
+    {"itertools", "ifilter", "builtins", "filter"},
+    {"itertools", "ifilterfalse", "itertools", "filterfalse"},
+    {"itertools", "imap", "builtins", "map"},
+    {"itertools", "izip", "builtins", "zip"},
+    {"itertools", "izip_longest", "itertools", "zip_longest"},
+    {"multiprocessing", "AuthenticationError", "multiprocessing.context", "AuthenticationError"},
+    {"multiprocessing", "BufferTooShort", "multiprocessing.context", "BufferTooShort"},
+    {"multiprocessing", "ProcessError", "multiprocessing.context", "ProcessError"},
+    {"multiprocessing", "TimeoutError", "multiprocessing.context", "TimeoutError"},
+    {"multiprocessing.forking", "Popen", "multiprocessing.popen_fork", "Popen"},
+    {"multiprocessing.process", "Process", "multiprocessing.context", "Process"},
+    {"socket", "_socketobject", "socket", "SocketType"},
+    {"urllib", "ContentTooShortError", "urllib.error", "ContentTooShortError"},
+    {"urllib", "getproxies", "urllib.request", "getproxies"},
+    {"urllib", "pathname2url", "urllib.request", "pathname2url"},
+    {"urllib", "quote", "urllib.parse", "quote"},
+    {"urllib", "quote_plus", "urllib.parse", "quote_plus"},
+    {"urllib", "unquote", "urllib.parse", "unquote"},
+    {"urllib", "unquote_plus", "urllib.parse", "unquote_plus"},
+    {"urllib", "url2pathname", "urllib.request", "url2pathname"},
+    {"urllib", "urlcleanup", "urllib.request", "urlcleanup"},
+    {"urllib", "urlencode", "urllib.parse", "urlencode"},
+    {"urllib", "urlopen", "urllib.request", "urlopen"},
+    {"urllib", "urlretrieve", "urllib.request", "urlretrieve"},
+    {"urllib2", "HTTPError", "urllib.error", "HTTPError"},
+    {"urllib2", "URLError", "urllib.error", "URLError"},
+    {"whichdb", "whichdb", "dbm", "whichdb"},
+};
+
+/* exceptions.X is builtins.X for these (Python 2's exception classes). */
+static const char *const py2_exceptions[] = {
+    "ArithmeticError", "AssertionError", "AttributeError", "BaseException", "BufferError",
+    "BytesWarning", "DeprecationWarning", "EOFError", "EnvironmentError", "Exception",
+    "FloatingPointError", "FutureWarning", "GeneratorExit", "IOError", "ImportError",
+    "ImportWarning", "IndentationError", "IndexError", "KeyError", "KeyboardInterrupt",
+    "LookupError", "MemoryError", "NameError", "NotImplementedError", "OSError", "OverflowError",
+    "PendingDeprecationWarning", "ReferenceError", "RuntimeError", "RuntimeWarning",
+    "StopIteration", "SyntaxError", "SyntaxWarning", "SystemError", "SystemExit", "TabError",
+    "TypeError", "UnboundLocalError", "UnicodeDecodeError", "UnicodeEncodeError", "UnicodeError",
+    "UnicodeTranslateError", "UnicodeWarning", "UserWarning", "ValueError", "Warning",
+    "ZeroDivisionError", NULL};
+
+static const char *const py2_modules[][2] = {
+    {"BaseHTTPServer", "http.server"}, {"CGIHTTPServer", "http.server"},
+    {"ConfigParser", "configparser"}, {"Cookie", "http.cookies"}, {"Dialog", "tkinter.dialog"},
+    {"DocXMLRPCServer", "xmlrpc.server"}, {"FileDialog", "tkinter.filedialog"},
+    {"HTMLParser", "html.parser"}, {"Queue", "queue"}, {"ScrolledText", "tkinter.scrolledtext"},
+    {"SimpleDialog", "tkinter.simpledialog"}, {"SimpleHTTPServer", "http.server"},
+    {"SimpleXMLRPCServer", "xmlrpc.server"}, {"SocketServer", "socketserver"}, {"StringIO", "io"},
+    {"Tix", "tkinter.tix"}, {"Tkconstants", "tkinter.constants"}, {"Tkdnd", "tkinter.dnd"},
+    {"Tkinter", "tkinter"}, {"UserDict", "collections"}, {"UserList", "collections"},
+    {"UserString", "collections"}, {"__builtin__", "builtins"}, {"_abcoll", "collections.abc"},
+    {"_elementtree", "xml.etree.ElementTree"}, {"_winreg", "winreg"}, {"anydbm", "dbm"},
+    {"cPickle", "pickle"}, {"cStringIO", "io"}, {"commands", "subprocess"},
+    {"cookielib", "http.cookiejar"}, {"copy_reg", "copyreg"}, {"dbhash", "dbm.bsd"},
+    {"dbm", "dbm.ndbm"}, {"dumbdbm", "dbm.dumb"}, {"dummy_thread", "_dummy_thread"},
+    {"gdbm", "dbm.gnu"}, {"htmlentitydefs", "html.entities"}, {"httplib", "http.client"},
+    {"markupbase", "_markupbase"}, {"repr", "reprlib"}, {"robotparser", "urllib.robotparser"},
+    {"test.test_support", "test.support"}, {"thread", "_thread"},
+    {"tkColorChooser", "tkinter.colorchooser"}, {"tkCommonDialog", "tkinter.commondialog"},
+    {"tkFileDialog", "tkinter.filedialog"}, {"tkFont", "tkinter.font"},
+    {"tkMessageBox", "tkinter.messagebox"}, {"tkSimpleDialog", "tkinter.simpledialog"},
+    {"ttk", "tkinter.ttk"}, {"urllib2", "urllib.request"}, {"urlparse", "urllib.parse"},
+    {"whichdb", "dbm"}, {"xmlrpclib", "xmlrpc.client"},
+};
 
 static bool name_in(const char *name, const char *const *list) {
     for (; *list; list++)
@@ -39,22 +125,66 @@ static bool name_in(const char *name, const char *const *list) {
     return false;
 }
 
-jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
+static int cmp_py2_name(const void *key, const void *entry) {
+    const py2_name *k = key, *e = entry;
+    int c = strcmp(k->module, e->module);
+    return c ? c : strcmp(k->name, e->name);
+}
+
+static int cmp_py2_module(const void *key, const void *entry) {
+    return strcmp(key, *(const char *const *)entry);
+}
+
+/* The Python 3 names of a global, as pickle.loads would look it up. The
+ * results are the arguments or static strings. */
+static void py3_names(const char **module, const char **name) {
+    py2_name key = {*module, *name, NULL, NULL};
+    const py2_name *e = bsearch(&key, py2_names, sizeof py2_names / sizeof py2_names[0],
+                                sizeof py2_names[0], cmp_py2_name);
+    if (e) {
+        *module = e->to_module;
+        *name = e->to_name;
+        return;
+    }
+    if (strcmp(*module, "exceptions") == 0 && name_in(*name, py2_exceptions)) {
+        *module = "builtins";
+        return;
+    }
+    const char *const *m = bsearch(*module, py2_modules, sizeof py2_modules / sizeof py2_modules[0],
+                                   sizeof py2_modules[0], cmp_py2_module);
+    if (m) *module = m[1];
+}
+
+/* ---------------------------------------------------------------- verdicts */
+
+static bool module_is(const char *module, const char *m) {
+    if (module[0] != m[0]) return false; /* most calls end here */
+    size_t n = strlen(m);
+    return strncmp(module, m, n) == 0 && (module[n] == '\0' || module[n] == '.');
+}
+
+/* `name` is `prefix` followed by one or more of the characters in `tail`. */
+static bool name_is(const char *name, const char *prefix, const char *tail) {
+    size_t n = strlen(prefix);
+    return strncmp(name, prefix, n) == 0 && name[n] && strspn(name + n, tail) == strlen(name + n);
+}
+
+/* The verdict for an attribute `name` (no '.') of `module`. */
+static jp_pickle_verdict judge_plain(const char *module, const char *name) {
     /* Entry points that run code or touch the system, however they are used. */
     static const char *const denied_modules[] = {
         "os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "shutil", "socket",
         "pty", "webbrowser", "ctypes", "pickle", "_pickle", "cPickle", "marshal", "code",
         "codeop", "commands", "multiprocessing", "asyncio", "torch.hub", "signal", "pdb",
-        "timeit", "tempfile", "glob", "requests", "urllib", "http", NULL};
+        "timeit", "tempfile", "glob", "requests", "urllib", "http", "_thread", "socketserver",
+        "xmlrpc", NULL};
     static const char *const denied_builtins[] = {
         "eval", "exec", "execfile", "compile", "open", "__import__", "getattr", "setattr",
         "delattr", "globals", "locals", "vars", "input", "breakpoint", "apply", "memoryview",
         "type", "super", "classmethod", "staticmethod", "property", NULL};
     for (const char *const *m = denied_modules; *m; m++)
         if (module_is(module, *m)) return JP_GLOBAL_DENIED;
-    if ((strcmp(module, "builtins") == 0 || strcmp(module, "__builtin__") == 0) &&
-        name_in(name, denied_builtins))
-        return JP_GLOBAL_DENIED;
+    if (strcmp(module, "builtins") == 0 && name_in(name, denied_builtins)) return JP_GLOBAL_DENIED;
     static const char *const denied_types[] = {"FunctionType", "CodeType", "LambdaType",
                                                "MethodType", NULL};
     static const char *const denied_operator[] = {"attrgetter", "methodcaller", "itemgetter",
@@ -75,21 +205,24 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
     static const char *const plain_builtins[] = {
         "set", "frozenset", "slice", "complex", "bytearray", "tuple", "list", "dict", "int",
         "float", "bool", "str", "bytes", "range", NULL};
+    static const char *const alnum = "abcdefghijklmnopqrstuvwxyz0123456789";
     if (strcmp(module, "torch._utils") == 0 && name_in(name, torch_utils)) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "torch._tensor") == 0 && strcmp(name, "_rebuild_from_type_v2") == 0)
         return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "torch") == 0) {
         size_t n = strlen(name);
-        /* Storage classes (FloatStorage ...), dtypes (float32 ...), Size, device,
-         * Tensor: torch's own names, no dunder or private functions. */
-        if ((n > 7 && strcmp(name + n - 7, "Storage") == 0) || strcmp(name, "Size") == 0 ||
-            strcmp(name, "device") == 0 || strcmp(name, "Tensor") == 0 ||
-            jp_dtype_from_name(name) != JP_DTYPE_INVALID || strcmp(name, "float") == 0 ||
-            strcmp(name, "double") == 0 || strcmp(name, "half") == 0 ||
-            strcmp(name, "long") == 0 || strcmp(name, "int") == 0 || strcmp(name, "short") == 0 ||
-            strncmp(name, "complex", 7) == 0 || strncmp(name, "float8_", 7) == 0 ||
-            strncmp(name, "float4_", 7) == 0 || strcmp(name, "cfloat") == 0 ||
-            strcmp(name, "cdouble") == 0 || strcmp(name, "chalf") == 0)
+        /* Storage classes (FloatStorage ...), dtypes (float32, complex64,
+         * float8_e4m3fn ...), Size, device, Tensor: torch's own names, no
+         * dunder or private functions. */
+        if ((n > 7 && strcmp(name + n - 7, "Storage") == 0 && name[0] >= 'A' && name[0] <= 'Z') ||
+            strcmp(name, "Size") == 0 || strcmp(name, "device") == 0 ||
+            strcmp(name, "Tensor") == 0 || jp_dtype_from_name(name) != JP_DTYPE_INVALID ||
+            strcmp(name, "float") == 0 || strcmp(name, "double") == 0 ||
+            strcmp(name, "half") == 0 || strcmp(name, "long") == 0 || strcmp(name, "int") == 0 ||
+            strcmp(name, "short") == 0 || name_is(name, "complex", "0123456789") ||
+            name_is(name, "float8_", alnum) || name_is(name, "float4_", alnum) ||
+            strcmp(name, "cfloat") == 0 || strcmp(name, "cdouble") == 0 ||
+            strcmp(name, "chalf") == 0)
             return JP_GLOBAL_ALLOWED;
     }
     if (strcmp(module, "torch.storage") == 0 &&
@@ -99,9 +232,7 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
         return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "collections") == 0 && strcmp(name, "OrderedDict") == 0)
         return JP_GLOBAL_ALLOWED;
-    if ((strcmp(module, "builtins") == 0 || strcmp(module, "__builtin__") == 0) &&
-        name_in(name, plain_builtins))
-        return JP_GLOBAL_ALLOWED;
+    if (strcmp(module, "builtins") == 0 && name_in(name, plain_builtins)) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "_codecs") == 0 && strcmp(name, "encode") == 0) return JP_GLOBAL_ALLOWED;
     if (strcmp(module, "copyreg") == 0 && strcmp(name, "_reconstructor") == 0)
         return JP_GLOBAL_ALLOWED;
@@ -115,6 +246,74 @@ jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
     return JP_GLOBAL_CLASS; /* refined to CALLED at a calling use */
 }
 
+/* A dotted name is a chain of getattr from the module (protocol 4 resolves
+ * it so): module "torch", name "hub.load" is torch.hub.load. Any link may
+ * be a module that another one imported (numpy.dtypes.os is os), so every
+ * run of links is judged as a module path and an attribute: from the module
+ * itself and from each link. A dunder link (__globals__, __class__ ...)
+ * reaches anything. Nothing reached this way is on the allow list, which
+ * names objects as torch writes them: at best it is an unknown class. */
+static jp_pickle_verdict judge_chain(const char *module, const char *name) {
+    const char *part[JP_PICKLE_MAX_NAME_PARTS];
+    size_t len[JP_PICKLE_MAX_NAME_PARTS], k = 0;
+    for (const char *p = name;; p++) {
+        const char *dot = strchr(p, '.');
+        if (k == JP_PICKLE_MAX_NAME_PARTS) return JP_GLOBAL_DENIED;
+        part[k] = p;
+        len[k] = dot ? (size_t)(dot - p) : strlen(p);
+        if (len[k] >= 4 && p[0] == '_' && p[1] == '_' && p[len[k] - 1] == '_' && p[len[k] - 2] == '_')
+            return JP_GLOBAL_DENIED;
+        k++;
+        if (!dot) break;
+        p = dot;
+    }
+    /* Both are at most JP_PICKLE_MAX_NAME bytes (jp_pickle_judge). */
+    char path[2 * JP_PICKLE_MAX_NAME + 2], attr[JP_PICKLE_MAX_NAME + 1];
+    size_t nm = strlen(module);
+    /* Start s = 0 is the module; s > 0 is link s - 1. Every denial above
+     * names a module of at most two parts (torch.hub, torch.storage), and an
+     * attribute of it: a run from any start denies within two steps, or not
+     * at all. Raise DEPTH with any deeper entry. */
+    enum { DEPTH = 2 };
+    for (size_t s = 0; s < k; s++) {
+        size_t np = s == 0 ? nm : len[s - 1];
+        memcpy(path, s == 0 ? module : part[s - 1], np);
+        path[np] = '\0';
+        for (size_t j = s; j < k && j < s + DEPTH; j++) {
+            memcpy(attr, part[j], len[j]);
+            attr[len[j]] = '\0';
+            if (judge_plain(path, attr) == JP_GLOBAL_DENIED) return JP_GLOBAL_DENIED;
+            path[np++] = '.';
+            memcpy(path + np, attr, len[j] + 1);
+            np += len[j];
+        }
+    }
+    return JP_GLOBAL_CLASS;
+}
+
+static jp_pickle_verdict judge_names(const char *module, const char *name) {
+    return strchr(name, '.') ? judge_chain(module, name) : judge_plain(module, name);
+}
+
+static bool longer_than(const char *s, size_t max) {
+    for (size_t n = 0; n <= max; n++)
+        if (!s[n]) return false;
+    return true;
+}
+
+/* Denied under the names as written or as Python 3 maps them; otherwise as
+ * mapped, so copy_reg._reconstructor is copyreg._reconstructor. Names too
+ * long to be real are denied unread. */
+jp_pickle_verdict jp_pickle_judge(const char *module, const char *name) {
+    if (longer_than(module, JP_PICKLE_MAX_NAME) || longer_than(name, JP_PICKLE_MAX_NAME))
+        return JP_GLOBAL_DENIED;
+    jp_pickle_verdict v = judge_names(module, name);
+    const char *m3 = module, *n3 = name;
+    py3_names(&m3, &n3);
+    if (v == JP_GLOBAL_DENIED || (m3 == module && n3 == name)) return v;
+    return judge_names(m3, n3);
+}
+
 /* ---------------------------------------------------------------- machine */
 
 typedef struct vm {
@@ -126,10 +325,15 @@ typedef struct vm {
     size_t sp, scap;
     size_t *marks;
     size_t nmarks, mcap;
-    jp_pv **memo;
-    size_t memocap, memolen;
+    jp_pv **dense;          /* memo keys below densecap */
+    size_t densecap;
+    struct memo_slot *memo; /* other keys: 1 << memobits slots, or NULL */
+    unsigned memobits;
+    size_t memohashed;      /* keys in the hash map */
+    size_t memolen;         /* distinct keys, in both parts */
     size_t nvalues, budget;
     uint64_t op_off; /* file offset of the current opcode */
+    int proto;       /* the last PROTO's argument; 0 before any */
     const char *op_name;
 } vm;
 
@@ -290,6 +494,65 @@ static jp_pv *make_str(vm *m, jp_pv_kind kind, const uint8_t *s, size_t n) {
     return v->u.str.s ? v : NULL;
 }
 
+/* How text must be encoded: BINUNICODE and friends are UTF-8 that pickle.loads
+ * reads with "surrogatepass" (an encoded lone surrogate is kept); GLOBAL
+ * names are strict UTF-8; INST and PERSID lines are ASCII. Names are C
+ * strings in the tree, so they may hold no NUL either. */
+typedef enum text_rule { TEXT_UTF8_SURROGATES, TEXT_NAME_UTF8, TEXT_NAME_ASCII, TEXT_ASCII } text_rule;
+
+/* The index of the first byte that breaks the rule, or n when none does.
+ * Well-formed UTF-8 has no overlong forms, nothing beyond U+10FFFF and no
+ * sequence cut short. */
+static size_t text_bad(const uint8_t *s, size_t n, text_rule rule) {
+    bool names = rule == TEXT_NAME_UTF8 || rule == TEXT_NAME_ASCII;
+    bool ascii = rule == TEXT_NAME_ASCII || rule == TEXT_ASCII;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        if (b < 0x80) {
+            if (b == 0 && names) return i;
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (ascii) return i;
+        if (b >= 0xc2 && b <= 0xdf) len = 2, cp = b & 0x1fu;
+        else if (b >= 0xe0 && b <= 0xef) len = 3, cp = b & 0x0fu;
+        else if (b >= 0xf0 && b <= 0xf4) len = 4, cp = b & 0x07u;
+        else return i;
+        if (len > n - i) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3fu);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff && rule != TEXT_UTF8_SURROGATES))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+static jp_code check_text(vm *m, const uint8_t *s, size_t n, text_rule rule) {
+    size_t bad = text_bad(s, n, rule);
+    if (bad == n) return JP_OK;
+    static const char *const what[] = {"UTF-8", "a name in UTF-8 without NUL or surrogates",
+                                       "an ASCII name without NUL", "ASCII"};
+    char d[128];
+    snprintf(d, sizeof d, "byte 0x%02x at position %zu of the text breaks it: expected %s", s[bad],
+             bad, what[rule]);
+    return fail(m, JP_CORRUPT, "%s", d);
+}
+
+/* A global's module or name: no longer than the limit, checked first so
+ * that a long memoized string used again and again costs nothing. */
+static jp_code check_name(vm *m, const uint8_t *s, size_t n, text_rule rule) {
+    if (n > JP_PICKLE_MAX_NAME)
+        return fail(m, JP_LIMIT, "a global's module or name longer than the limit%s", NULL);
+    return check_text(m, s, n, rule);
+}
+
 /* Little-endian two's complement of n bytes: INT when it fits int64. */
 static jp_pv *make_long(vm *m, const uint8_t *p, size_t n) {
     if (n <= 8) {
@@ -302,7 +565,54 @@ static jp_pv *make_long(vm *m, const uint8_t *p, size_t n) {
     return make_str(m, JP_PV_BIGINT, p, n);
 }
 
-/* Decimal text (protocol 0 INT/LONG); "00"/"01" are the bools of INT. */
+/* A decimal magnitude of more than 19 digits as the shortest little-endian
+ * two's complement of +-it, the bytes LONG1 would carry. Nine digits at a
+ * time go into 32-bit limbs; each step adds at most one limb, so the limbs
+ * never outnumber the steps. */
+static jp_code text_bigint(vm *m, const uint8_t *d, size_t nd, bool neg) {
+    enum { LIMBS = JP_PICKLE_MAX_INT_DIGITS / 9 + 2 };
+    uint32_t limb[LIMBS];
+    uint8_t out[4 * LIMBS + 1];
+    size_t nl = 0;
+    for (size_t i = 0; i < nd;) {
+        size_t take = i == 0 && nd % 9 ? nd % 9 : 9;
+        uint64_t chunk = 0, mul = 1;
+        for (size_t k = 0; k < take; k++, i++) {
+            chunk = chunk * 10 + (uint64_t)(d[i] - '0');
+            mul *= 10;
+        }
+        uint64_t carry = chunk;
+        for (size_t k = 0; k < nl; k++) {
+            uint64_t t = (uint64_t)limb[k] * mul + carry;
+            limb[k] = (uint32_t)t;
+            carry = t >> 32;
+        }
+        if (carry) limb[nl++] = (uint32_t)carry;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < nl; k++)
+        for (int b = 0; b < 32; b += 8) out[n++] = (uint8_t)(limb[k] >> b);
+    while (n && out[n - 1] == 0) n--;
+    if (neg) {
+        /* Two's complement: invert, add one. */
+        unsigned carry = 1;
+        for (size_t k = 0; k < n; k++) {
+            unsigned t = (unsigned)(uint8_t)~out[k] + carry;
+            out[k] = (uint8_t)t;
+            carry = t >> 8;
+        }
+        if (!(out[n - 1] & 0x80)) out[n++] = 0xff;
+    } else if (out[n - 1] & 0x80) {
+        out[n++] = 0;
+    }
+    return push(m, make_str(m, JP_PV_BIGINT, out, n));
+}
+
+/* Decimal text (protocol 0 INT/LONG); "00"/"01" are the bools of INT.
+ * pickle.loads reads these with base 0 (INT first with strtol), so a leading
+ * zero means octal to one and an error to the other: refused here, as Python
+ * never writes one. Beyond int64 the value is a BIGINT, up to Python's limit
+ * on digits in an int conversion. */
 static jp_code text_int(vm *m, bool is_long) {
     const uint8_t *p = NULL;
     size_t n = 0;
@@ -318,16 +628,27 @@ static jp_code text_int(vm *m, bool is_long) {
     bool neg = false;
     if (i < n && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
     if (i == n) return fail(m, JP_CORRUPT, "an integer with no digits%s", NULL);
+    const uint8_t *d = p + i;
+    size_t nd = n - i, lead = 0;
+    for (size_t k = 0; k < nd; k++)
+        if (d[k] < '0' || d[k] > '9') return fail(m, JP_CORRUPT, "a non-digit in an integer%s", NULL);
+    while (lead < nd && d[lead] == '0') lead++;
+    if (lead && lead < nd)
+        return fail(m, JP_CORRUPT, "an integer with a leading zero (octal to pickle.loads)%s", NULL);
+    if (nd > JP_PICKLE_MAX_INT_DIGITS)
+        return fail(m, JP_LIMIT, "an integer of more digits than Python converts%s", NULL);
+    d += lead;
+    nd -= lead;
     uint64_t u = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return fail(m, JP_CORRUPT, "a non-digit in an integer%s", NULL);
-        if (jp_mul_overflow(u, 10, &u) || jp_add_overflow(u, (uint64_t)(p[i] - '0'), &u) ||
-            u > (uint64_t)INT64_MAX + (neg ? 1 : 0))
-            return fail(m, JP_UNSUPPORTED, "a text integer beyond 64 bits%s", NULL);
+    if (nd <= 19) { /* below 10**19 < 2**64 */
+        for (size_t k = 0; k < nd; k++) u = u * 10 + (uint64_t)(d[k] - '0');
+        if (u <= (uint64_t)INT64_MAX + (neg ? 1 : 0)) {
+            jp_pv *v = new_value(m, JP_PV_INT);
+            if (v) v->u.i = neg ? (int64_t)(0 - u) : (int64_t)u;
+            return push(m, v);
+        }
     }
-    jp_pv *v = new_value(m, JP_PV_INT);
-    if (v) v->u.i = neg ? (int64_t)(0 - u) : (int64_t)u;
-    return push(m, v);
+    return text_bigint(m, d, nd, neg);
 }
 
 static jp_code text_float(vm *m) {
@@ -422,9 +743,13 @@ static jp_code text_string(vm *m) {
     return push(m, make_str(m, JP_PV_BYTES, out, o));
 }
 
-/* Protocol-0 UNICODE: raw-unicode-escape (\uXXXX, \UXXXXXXXX; other bytes
- * are Latin-1). Each input byte yields at most 2 UTF-8 bytes, and each
- * escape of 6 or 10 bytes at most 4. */
+/* Protocol-0 UNICODE: raw-unicode-escape, as CPython decodes it. Bytes are
+ * Latin-1 code points. A run of backslashes stays as written, except that
+ * when the run is odd and a 'u' or 'U' follows, its last backslash starts an
+ * escape of exactly 4 or 8 hex digits (fewer, or a non-hex digit, is an
+ * error, as is a code point beyond U+10FFFF). So "\\u0041" is six
+ * characters and "\\\u0041" is "\\A". Each input byte yields at most 2
+ * UTF-8 bytes, and each escape of 6 or 10 bytes at most 4. */
 static jp_code text_unicode(vm *m) {
     const uint8_t *p = NULL;
     size_t n = 0;
@@ -434,45 +759,58 @@ static jp_code text_unicode(vm *m) {
     if (jp_mul_overflow(n, 2, &cap) || cap >= SIZE_MAX) return no_memory(m);
     uint8_t *out = jp_arena_alloc(m->a, (size_t)cap + 1);
     if (!out) return no_memory(m);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int digits = 0;
-        if (p[i] == '\\' && i + 1 < n) digits = p[i + 1] == 'u' ? 4 : p[i + 1] == 'U' ? 8 : 0;
-        if (digits && i + 1 + (size_t)digits < n) {
-            uint32_t cp = 0;
-            bool ok = true;
-            for (int k = 0; k < digits; k++) {
-                int h = hexval(p[i + 2 + (size_t)k]);
-                if (h < 0) ok = false;
-                cp = cp * 16 + (uint32_t)(h < 0 ? 0 : h);
-            }
-            if (!ok || cp > 0x10ffff) return fail(m, JP_CORRUPT, "a malformed \\u escape%s", NULL);
-            o += put_utf8(out + o, cp);
-            i += 1 + (size_t)digits;
+    size_t o = 0, i = 0;
+    while (i < n) {
+        if (p[i] != '\\') {
+            o += put_utf8(out + o, p[i++]);
             continue;
         }
-        o += put_utf8(out + o, p[i]);
+        size_t run = 0;
+        while (i < n && p[i] == '\\') {
+            out[o++] = '\\';
+            run++;
+            i++;
+        }
+        if (run % 2 == 0 || i == n || (p[i] != 'u' && p[i] != 'U')) continue;
+        size_t digits = p[i] == 'u' ? 4 : 8;
+        i++;
+        o--; /* the odd backslash belongs to the escape */
+        uint32_t cp = 0;
+        for (size_t k = 0; k < digits; k++, i++) {
+            int h = i < n ? hexval(p[i]) : -1;
+            if (h < 0) return fail(m, JP_CORRUPT, "a truncated \\u or \\U escape%s", NULL);
+            cp = cp * 16 + (uint32_t)h;
+        }
+        if (cp > 0x10ffff) return fail(m, JP_CORRUPT, "a \\U escape beyond U+10FFFF%s", NULL);
+        o += put_utf8(out + o, cp);
     }
     return push(m, make_str(m, JP_PV_STR, out, o));
 }
 
-/* "module\nname\n" of GLOBAL and INST. */
-static jp_pv *make_global(vm *m, const uint8_t *mod, size_t mn, const uint8_t *name, size_t nn) {
+/* A GLOBAL record, judged once; DENIED is reported where it is made. */
+static jp_pv *global_value(vm *m, const char *module, const char *name) {
     jp_pv *v = new_value(m, JP_PV_GLOBAL);
     if (!v) return NULL;
-    v->u.global.module = jp_arena_strndup(m->a, (const char *)mod, mn);
-    v->u.global.name = jp_arena_strndup(m->a, (const char *)name, nn);
-    if (!v->u.global.module || !v->u.global.name) return NULL;
-    if (jp_pickle_judge(v->u.global.module, v->u.global.name) == JP_GLOBAL_DENIED && m->o->report)
-        m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, v->u.global.module, v->u.global.name,
-                     m->op_off);
+    if (m->proto < 3) py3_names(&module, &name);
+    v->u.global.module = module;
+    v->u.global.name = name;
+    v->u.global.verdict = jp_pickle_judge(module, name);
+    if (v->u.global.verdict == JP_GLOBAL_DENIED && m->o->report)
+        m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, module, name, m->op_off);
     return v;
+}
+
+/* "module\nname\n" of GLOBAL and INST. */
+static jp_pv *make_global(vm *m, const uint8_t *mod, size_t mn, const uint8_t *name, size_t nn) {
+    const char *ms = jp_arena_strndup(m->a, (const char *)mod, mn);
+    const char *ns = jp_arena_strndup(m->a, (const char *)name, nn);
+    return ms && ns ? global_value(m, ms, ns) : NULL;
 }
 
 /* Judge a global at a use site: calling it, or only instantiating it. */
 static void judge_use(vm *m, const jp_pv *g, bool calls) {
     if (!g || g->kind != JP_PV_GLOBAL || !m->o->report) return;
-    jp_pickle_verdict v = jp_pickle_judge(g->u.global.module, g->u.global.name);
+    jp_pickle_verdict v = g->u.global.verdict;
     if (v == JP_GLOBAL_ALLOWED || v == JP_GLOBAL_DENIED) return; /* DENIED reported at GLOBAL */
     m->o->report(m->o->report_ctx, calls ? JP_GLOBAL_CALLED : JP_GLOBAL_CLASS, g->u.global.module,
                  g->u.global.name, m->op_off);
@@ -492,33 +830,122 @@ static bool is_global(const jp_pv *g, const char *module, const char *name) {
            strcmp(g->u.global.name, name) == 0;
 }
 
-/* ---- memo */
+/* ---- memo
+ *
+ * Memo keys are what the pickle says, up to JP_PICKLE_MAX_MEMO, but the
+ * memo's size must follow the number of PUTs, not the keys' values: one PUT
+ * under a key near the limit must not allocate a table that large. As in
+ * Lua's tables, keys live in two parts. Keys below `densecap` are indexed
+ * directly in an array; picklers number their PUTs 0, 1, 2 ..., so these are
+ * almost all of them, and cost what a plain array costs. The array grows to
+ * a power of two of slots only while the memo holds at least half that
+ * many keys (or to 64 slots); keys it does not cover go to a hash map, and
+ * move into the array when it grows over them, so a key is never in both
+ * parts. Either part costs at most a few pointers per key.
+ *
+ * The hash map is open addressing with linear probing, at most half full,
+ * and the home slot of a key is the top bits of key * 2**32/phi (Fibonacci
+ * hashing, which spreads runs and strides of keys evenly). A hostile pickle
+ * can still pick keys that share home slots and make each PUT scan a long
+ * run, so no key may lie more than JP_PICKLE_MEMO_MAX_PROBE slots past its
+ * home (random keys stay under 40 in a table of 4M): a PUT that would is
+ * refused, and a lookup stops there. */
+
+typedef struct memo_slot {
+    uint32_t key;
+    jp_pv *val; /* NULL: empty */
+} memo_slot;
+
+/* The slot that holds key, or the empty slot where it belongs; NULL when
+ * neither lies within the probe limit. */
+static memo_slot *memo_slot_for(memo_slot *t, unsigned bits, uint32_t key) {
+    size_t mask = ((size_t)1 << bits) - 1;
+    size_t i = (size_t)((uint32_t)(key * 0x9e3779b1u) >> (32 - bits));
+    for (unsigned probe = 0; probe < JP_PICKLE_MEMO_MAX_PROBE; probe++, i = (i + 1) & mask)
+        if (!t[i].val || t[i].key == key) return &t[i];
+    return NULL;
+}
+
+static jp_code memo_collide(vm *m) {
+    return fail(m, JP_LIMIT, "memo keys that collide past the probe limit (a hostile pickle)%s", NULL);
+}
+
+/* Rebuild the hash map with 1 << bits slots (bits >= 6), moving the keys
+ * the array now covers into it. */
+static jp_code memo_rehash(vm *m, unsigned bits) {
+    memo_slot *t = calloc((size_t)1 << bits, sizeof *t);
+    if (!t) return no_memory(m);
+    for (size_t i = 0; m->memo && i < ((size_t)1 << m->memobits); i++) {
+        memo_slot e = m->memo[i];
+        if (!e.val) continue;
+        if (e.key < m->densecap) {
+            m->dense[e.key] = e.val;
+            m->memohashed--;
+            continue;
+        }
+        memo_slot *s = memo_slot_for(t, bits, e.key);
+        if (!s) {
+            free(t);
+            return memo_collide(m);
+        }
+        *s = e;
+    }
+    free(m->memo);
+    m->memo = t;
+    m->memobits = bits;
+    return JP_OK;
+}
 
 static jp_code memo_put(vm *m, uint64_t idx) {
     jp_pv *v = top(m);
     if (!v) return underflow(m);
     if (idx >= JP_PICKLE_MAX_MEMO) return fail(m, JP_LIMIT, "a memo index beyond the limit%s", NULL);
-    if (idx >= m->memocap) {
-        size_t cap = m->memocap ? m->memocap : 64;
+    jp_code rc;
+    if (idx >= m->densecap) {
+        size_t cap = m->densecap ? m->densecap : 64;
         while (cap <= idx) cap *= 2;
-        jp_pv **n = realloc(m->memo, cap * sizeof *n);
-        if (!n) return no_memory(m);
-        memset(n + m->memocap, 0, (cap - m->memocap) * sizeof *n);
-        m->memo = n;
-        m->memocap = cap;
+        if (cap <= 64 || cap / 2 <= m->memolen + 1) {
+            jp_pv **d = realloc(m->dense, cap * sizeof *d);
+            if (!d) return no_memory(m);
+            memset(d + m->densecap, 0, (cap - m->densecap) * sizeof *d);
+            m->dense = d;
+            m->densecap = cap;
+            if (m->memo && (rc = memo_rehash(m, m->memobits))) return rc;
+        }
     }
-    if (!m->memo[idx]) m->memolen++;
-    m->memo[idx] = v;
+    if (idx < m->densecap) {
+        if (!m->dense[idx]) m->memolen++;
+        m->dense[idx] = v;
+        return JP_OK;
+    }
+    if ((!m->memo || m->memohashed + 1 > ((size_t)1 << m->memobits) / 2) &&
+        (rc = memo_rehash(m, m->memo ? m->memobits + 1 : 6)))
+        return rc;
+    memo_slot *s = memo_slot_for(m->memo, m->memobits, (uint32_t)idx);
+    if (!s) return memo_collide(m);
+    if (!s->val) {
+        m->memolen++;
+        m->memohashed++;
+    }
+    s->key = (uint32_t)idx;
+    s->val = v;
     return JP_OK;
 }
 
 static jp_code memo_get(vm *m, uint64_t idx) {
-    if (idx >= m->memocap || !m->memo[idx]) {
+    jp_pv *v = NULL;
+    if (idx < m->densecap) {
+        v = m->dense[idx];
+    } else if (m->memo && idx < JP_PICKLE_MAX_MEMO) {
+        memo_slot *s = memo_slot_for(m->memo, m->memobits, (uint32_t)idx);
+        v = s ? s->val : NULL;
+    }
+    if (!v) {
         char d[48];
         snprintf(d, sizeof d, "memo entry %llu was never set", (unsigned long long)idx);
         return fail(m, JP_CORRUPT, "%s", d);
     }
-    return push(m, m->memo[idx]);
+    return push(m, v);
 }
 
 static jp_code text_index(vm *m, uint64_t *idx) {
@@ -600,6 +1027,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
     case 0x80: /* PROTO */
         if (!take(m, 1, &p)) return truncated(m);
         if (p[0] > 5) return fail(m, JP_UNSUPPORTED, "protocol above 5%s", NULL);
+        m->proto = p[0];
         return JP_OK;
     case 0x95: /* FRAME: frames are transparent; check the length fits */
         idx = jp_cur_le(&m->c, 8);
@@ -621,7 +1049,15 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         }
         m->marks[m->nmarks++] = m->sp;
         return JP_OK;
-    case '0': return pop(m) ? JP_OK : underflow(m);
+    case '0':
+        /* With nothing pushed since the last MARK, POP discards the MARK
+         * (CPython's load_pop). */
+        if (pop(m)) return JP_OK;
+        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) {
+            m->nmarks--;
+            return JP_OK;
+        }
+        return underflow(m);
     case '1':
         if ((rc = pop_mark(m, &first))) return rc;
         m->sp = first;
@@ -661,8 +1097,10 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         rc = sized(m, op == 'U' || op == 'C' ? 1 : op == 0x8e || op == 0x96 ? 8 : 4, &p, &n);
         return rc ? rc : push(m, make_str(m, JP_PV_BYTES, p, n));
     case 'X': case 0x8c: case 0x8d:
-        rc = sized(m, op == 0x8c ? 1 : op == 'X' ? 4 : 8, &p, &n);
-        return rc ? rc : push(m, make_str(m, JP_PV_STR, p, n));
+        if ((rc = sized(m, op == 0x8c ? 1 : op == 'X' ? 4 : 8, &p, &n)) ||
+            (rc = check_text(m, p, n, TEXT_UTF8_SURROGATES)))
+            return rc;
+        return push(m, make_str(m, JP_PV_STR, p, n));
     case 0x97: case 0x98:
         return fail(m, JP_UNSUPPORTED, "out-of-band buffers are never part of a file%s", NULL);
     case 0x82: case 0x83: case 0x84:
@@ -702,8 +1140,11 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         if ((rc = pop_mark(m, &first))) return rc;
         if (first == 0 || (m->nmarks && first <= m->marks[m->nmarks - 1])) return underflow(m);
         return add_items(m, m->stack[first - 1], first, op == 'u');
-    case 'c': case 'i':
-        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq))) return rc;
+    case 'c': case 'i': {
+        text_rule rule = op == 'c' ? TEXT_NAME_UTF8 : TEXT_NAME_ASCII;
+        if ((rc = line(m, &p, &n)) || (rc = line(m, &q, &nq)) || (rc = check_name(m, p, n, rule)) ||
+            (rc = check_name(m, q, nq, rule)))
+            return rc;
         if (!(v = make_global(m, p, n, q, nq))) return no_memory(m);
         if (op == 'c') return push(m, v);
         if ((rc = pop_mark(m, &first))) return rc;
@@ -711,20 +1152,19 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         a = make_seq(m, JP_PV_TUPLE, m->stack + first, m->sp - first);
         m->sp = first;
         return push(m, a ? make_obj(m, JP_PV_OBJECT, v, a, NULL) : NULL);
+    }
     case 0x93:
         b = pop(m);
         a = pop(m);
         if (!a || !b) return underflow(m);
         if (a->kind != JP_PV_STR || b->kind != JP_PV_STR)
             return fail(m, JP_CORRUPT, "module and name must be strings%s", NULL);
+        if ((rc = check_name(m, (const uint8_t *)a->u.str.s, a->u.str.len, TEXT_NAME_UTF8)) ||
+            (rc = check_name(m, (const uint8_t *)b->u.str.s, b->u.str.len, TEXT_NAME_UTF8)))
+            return rc;
         /* The strings already live in the arena: reuse them, so memoized
          * names used again and again cost nothing more. */
-        if (!(v = new_value(m, JP_PV_GLOBAL))) return no_memory(m);
-        v->u.global.module = a->u.str.s;
-        v->u.global.name = b->u.str.s;
-        if (jp_pickle_judge(a->u.str.s, b->u.str.s) == JP_GLOBAL_DENIED && m->o->report)
-            m->o->report(m->o->report_ctx, JP_GLOBAL_DENIED, a->u.str.s, b->u.str.s, m->op_off);
-        return push(m, v);
+        return push(m, global_value(m, a->u.str.s, b->u.str.s));
     case 'R':
         b = pop(m);
         a = pop(m);
@@ -772,7 +1212,7 @@ static jp_code step(vm *m, uint8_t op, bool *stop) {
         }
         return fail(m, JP_CORRUPT, "BUILD on a value that is not an object%s", NULL);
     case 'P':
-        if ((rc = line(m, &p, &n))) return rc;
+        if ((rc = line(m, &p, &n)) || (rc = check_text(m, p, n, TEXT_ASCII))) return rc;
         if (!(a = make_str(m, JP_PV_STR, p, n))) return no_memory(m);
         v = new_value(m, JP_PV_PERSID);
         if (v) v->u.persid = a;
@@ -834,7 +1274,7 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
         rc = step(&m, op, &stop);
     }
     if (!rc) {
-        m.nmarks = 0;
+        /* A MARK may still be open: STOP takes its value from above it. */
         jp_pv *v = pop(&m);
         if (!v) {
             m.op_name = "STOP";
@@ -846,6 +1286,7 @@ jp_code jp_pickle_load(jp_arena *arena, const uint8_t *data, size_t len,
     }
     free(m.stack);
     free(m.marks);
+    free(m.dense);
     free(m.memo);
     return rc;
 }
