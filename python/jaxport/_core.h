@@ -20,6 +20,11 @@ jp_index *jp_py_index(PyObject *o);
 struct tagPyArrayObject;
 struct tagPyArrayObject *jp_py_usable_array(PyObject *obj);
 int jp_py_describe(jp_tensor *t, struct tagPyArrayObject *a, const char *name);
+/* names and arrays, two sequences of one length, as source tensors over
+ * the arrays: *ts (n + 1 entries, for PyMem_Free) and *keep, a list holding
+ * what the tensors point into (usable arrays, the names' strings), to be
+ * kept alive as long as they are. -1 with an exception, nothing to free. */
+int jp_py_tensors(PyObject *names, PyObject *arrays, jp_tensor **ts, PyObject **keep, Py_ssize_t *n);
 
 /* One per file: add its functions and types to the module; -1 on error. */
 int jp_py_init_index(PyObject *m);

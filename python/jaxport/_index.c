@@ -15,7 +15,7 @@ static PyObject *text(const char *s) {
 typedef struct {
     PyObject_HEAD
     jp_index *ix;
-    PyObject *keep; /* the arrays an index over memory borrows, or NULL */
+    PyObject *keep; /* what an index over memory borrows (the arrays), or NULL */
 } IndexObject;
 
 static void index_dealloc(IndexObject *self) {
@@ -187,6 +187,18 @@ static PyTypeObject IndexType = {
     .tp_as_sequence = &index_as_sequence,
 };
 
+/* A new Index owning ix (closed here if that fails) and holding keep. */
+static PyObject *index_new(jp_index *ix, PyObject *keep) {
+    IndexObject *self = PyObject_New(IndexObject, &IndexType);
+    if (!self) {
+        jp_index_close(ix);
+        return NULL;
+    }
+    self->ix = ix;
+    self->keep = Py_XNewRef(keep);
+    return (PyObject *)self;
+}
+
 static PyObject *index_open(PyObject *mod, PyObject *args, PyObject *kw) {
     (void)mod;
     static char *kwlist[] = {"path", "allow_unsafe", NULL};
@@ -203,15 +215,7 @@ static PyObject *index_open(PyObject *mod, PyObject *args, PyObject *kw) {
     rc = jp_index_open(&ix, PyBytes_AS_STRING(path_obj), &opts, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
-    if (rc) return jp_py_raise(&err);
-    IndexObject *self = PyObject_New(IndexObject, &IndexType);
-    if (!self) {
-        jp_index_close(ix);
-        return NULL;
-    }
-    self->ix = ix;
-    self->keep = NULL;
-    return (PyObject *)self;
+    return rc ? jp_py_raise(&err) : index_new(ix, NULL);
 }
 
 /* from_arrays(names, arrays): an Index over arrays in memory (a PyTorch
@@ -220,49 +224,18 @@ static PyObject *index_from_arrays(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *names_o, *arrays_o;
     if (!PyArg_ParseTuple(args, "OO", &names_o, &arrays_o)) return NULL;
-    PyObject *names = PySequence_Fast(names_o, "names must be a sequence");
-    PyObject *arrays = names ? PySequence_Fast(arrays_o, "arrays must be a sequence") : NULL;
-    PyObject *keep = NULL, *result = NULL;
-    jp_tensor *ts = NULL;
-    if (!arrays) goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(names);
-    if (PySequence_Fast_GET_SIZE(arrays) != n) {
-        PyErr_Format(PyExc_ValueError, "%zd names but %zd arrays", n, PySequence_Fast_GET_SIZE(arrays));
-        goto done;
-    }
-    keep = PyList_New(n);
-    ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
-    if (!keep || !ts) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(names, i));
-        PyArrayObject *a = name ? jp_py_usable_array(PySequence_Fast_GET_ITEM(arrays, i)) : NULL;
-        if (!a) goto done;
-        PyList_SET_ITEM(keep, i, (PyObject *)a);
-        if (jp_py_describe(&ts[i], a, name) < 0) goto done;
-    }
+    PyObject *keep, *result;
+    jp_tensor *ts;
+    Py_ssize_t n;
+    if (jp_py_tensors(names_o, arrays_o, &ts, &keep, &n) < 0) return NULL;
     jp_index *ix = NULL;
     jp_err err;
-    if (jp_index_open_tensors(&ix, ts, (size_t)n, "<state dict>", &err)) {
-        jp_py_raise(&err);
-        goto done;
-    }
-    IndexObject *self = PyObject_New(IndexObject, &IndexType);
-    if (!self) {
-        jp_index_close(ix);
-        goto done;
-    }
-    self->ix = ix;
-    self->keep = keep;
-    keep = NULL;
-    result = (PyObject *)self;
-done:
+    if (jp_index_open_tensors(&ix, ts, (size_t)n, "<state dict>", &err))
+        result = jp_py_raise(&err);
+    else
+        result = index_new(ix, keep);
     PyMem_Free(ts);
-    Py_XDECREF(keep);
-    Py_XDECREF(arrays);
-    Py_XDECREF(names);
+    Py_DECREF(keep);
     return result;
 }
 

@@ -70,6 +70,52 @@ PyArrayObject *jp_py_usable_array(PyObject *obj) {
     return c;
 }
 
+int jp_py_tensors(PyObject *names_o, PyObject *arrays_o, jp_tensor **ts_out, PyObject **keep_out,
+                  Py_ssize_t *n_out) {
+    PyObject *names = PySequence_Fast(names_o, "names must be a sequence");
+    PyObject *arrays = names ? PySequence_Fast(arrays_o, "arrays must be a sequence") : NULL;
+    PyObject *keep = NULL;
+    jp_tensor *ts = NULL;
+    if (!arrays) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(names);
+    if (PySequence_Fast_GET_SIZE(arrays) != n) {
+        PyErr_Format(PyExc_ValueError, "%zd names but %zd arrays", n, PySequence_Fast_GET_SIZE(arrays));
+        goto fail;
+    }
+    /* The arrays, then the names, whose strings the tensors' names are. */
+    keep = PyList_New(n + 1);
+    ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
+    if (!keep || !ts) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    PyList_SET_ITEM(keep, n, Py_NewRef(names));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name_o = PySequence_Fast_GET_ITEM(names, i);
+        const char *name = PyUnicode_Check(name_o) ? PyUnicode_AsUTF8(name_o) : NULL;
+        if (!name) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "name %zd is not a str", i);
+            goto fail;
+        }
+        PyArrayObject *a = jp_py_usable_array(PySequence_Fast_GET_ITEM(arrays, i));
+        if (!a) goto fail;
+        PyList_SET_ITEM(keep, i, (PyObject *)a);
+        if (jp_py_describe(&ts[i], a, name) < 0) goto fail;
+    }
+    Py_DECREF(arrays);
+    Py_DECREF(names);
+    *ts_out = ts;
+    *keep_out = keep;
+    *n_out = n;
+    return 0;
+fail:
+    PyMem_Free(ts);
+    Py_XDECREF(keep);
+    Py_XDECREF(arrays);
+    Py_XDECREF(names);
+    return -1;
+}
+
 static bool ends_with(const char *s, const char *tail) {
     size_t n = strlen(s), m = strlen(tail);
     return n >= m && strcmp(s + n - m, tail) == 0;
@@ -83,46 +129,22 @@ static PyObject *py_save(PyObject *mod, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO&|Oz", kwlist, &names_o, &arrays_o,
                                      PyUnicode_FSConverter, &path_o, &meta_o, &dtype_name))
         return NULL;
-    PyObject *names = PySequence_Fast(names_o, "names must be a sequence");
-    PyObject *arrays = names ? PySequence_Fast(arrays_o, "arrays must be a sequence") : NULL;
-    PyObject **held = NULL, *meta_items = NULL, *result = NULL;
+    PyObject *keep = NULL, *meta_items = NULL, *result = NULL;
     jp_tensor *ts = NULL;
     jp_meta *meta = NULL;
     jp_plan *plan = NULL;
-    Py_ssize_t n = 0, nheld = 0, nmeta = 0;
+    Py_ssize_t n = 0, nmeta = 0;
     const char *path = PyBytes_AS_STRING(path_o);
-    if (!arrays) goto done;
-    n = PySequence_Fast_GET_SIZE(names);
-    if (PySequence_Fast_GET_SIZE(arrays) != n) {
-        PyErr_Format(PyExc_ValueError, "%zd names but %zd arrays", n, PySequence_Fast_GET_SIZE(arrays));
-        goto done;
-    }
     jp_dtype dtype = JP_DTYPE_INVALID;
     if (dtype_name && !jp_dtype_is_castable_float(dtype = jp_dtype_from_name(dtype_name))) {
         PyErr_Format(PyExc_ValueError, "dtype %s: floats are cast to float16, bfloat16, float32 or "
                      "float64 only", dtype_name);
         goto done;
     }
-    held = PyMem_Calloc((size_t)n + 1, sizeof *held);
-    ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
-    if (!held || !ts) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (jp_py_tensors(names_o, arrays_o, &ts, &keep, &n) < 0) goto done;
     uint64_t biggest = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name_o = PySequence_Fast_GET_ITEM(names, i);
-        const char *name = PyUnicode_Check(name_o) ? PyUnicode_AsUTF8(name_o) : NULL;
-        if (!name) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "name %zd is not a str", i);
-            goto done;
-        }
-        PyArrayObject *a = jp_py_usable_array(PySequence_Fast_GET_ITEM(arrays, i));
-        if (!a) goto done;
-        held[nheld++] = (PyObject *)a;
-        if (jp_py_describe(&ts[i], a, name) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
         if (ts[i].nbytes > biggest) biggest = ts[i].nbytes;
-    }
     /* metadata: {str: str}, stored where the format has a place for it. */
     if (meta_o != Py_None) {
         if (!PyDict_Check(meta_o)) {
@@ -181,13 +203,10 @@ static PyObject *py_save(PyObject *mod, PyObject *args, PyObject *kw) {
     result = Py_NewRef(Py_None);
 done:
     jp_plan_free(plan);
-    for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
-    PyMem_Free(held);
     PyMem_Free(ts);
     PyMem_Free(meta);
     Py_XDECREF(meta_items);
-    Py_XDECREF(arrays);
-    Py_XDECREF(names);
+    Py_XDECREF(keep);
     Py_DECREF(path_o);
     return result;
 }

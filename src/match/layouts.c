@@ -37,6 +37,16 @@ static void xf_init(jp_xform *x, int ndim, const int64_t *shape, const char *rul
     x->rule = rule;
 }
 
+/* s permuted by perm; flipped: the spatial axes (2 on, in s's order)
+ * reversed as well, as a transposed convolution's kernel needs. */
+static void xf_perm(jp_xform *x, int ndim, const int64_t *s, const int32_t *perm, bool flipped,
+                    const char *rule) {
+    xf_init(x, ndim, s, rule);
+    memcpy(x->perm, perm, sizeof(int32_t) * (size_t)ndim);
+    if (flipped)
+        for (int d = 2; d < ndim; d++) x->flip |= 1u << d;
+}
+
 /* Whether permuting s by perm gives t. */
 static bool perm_fits(int n, const int64_t *s, const int32_t *perm, const int64_t *t) {
     for (int d = 0; d < n; d++)
@@ -105,15 +115,13 @@ static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, con
         bool fits_convt = perm_fits(sn, s, convt, t);
         bool named_t = transposed_by_name(nm);
         if (fits_convt && (!fits_conv || named_t)) {
-            xf_init(x, sn, s, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
-            memcpy(x->perm, convt, sizeof(int32_t) * (size_t)sn);
-            for (int d = 2; d < sn; d++) x->flip |= 1u << d;
+            xf_perm(x, sn, s, convt, true, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
             return true;
         }
         if (fits_conv) {
-            xf_init(x, sn, s, named_t ? "transposed conv kernel, transpose_kernel=True (*k,O,I)"
-                                      : "conv kernel (O,I,*k) to (*k,I,O)");
-            memcpy(x->perm, conv, sizeof(int32_t) * (size_t)sn);
+            xf_perm(x, sn, s, conv, false,
+                    named_t ? "transposed conv kernel, transpose_kernel=True (*k,O,I)"
+                            : "conv kernel (O,I,*k) to (*k,I,O)");
             return true;
         }
         return false;
@@ -146,9 +154,7 @@ static bool solve_equinox_weight(int sn, const int64_t *s, int tn, const int64_t
         bool same = same_shape(sn, s, tn, t);
         bool named_t = transposed_by_name(nm);
         if (fits_swap && (!same || named_t)) {
-            xf_init(x, sn, s, "transposed conv weight (I,O,*k) to (O,I,*k), spatially flipped");
-            memcpy(x->perm, swap, sizeof(int32_t) * (size_t)sn);
-            for (int d = 2; d < sn; d++) x->flip |= 1u << d;
+            xf_perm(x, sn, s, swap, true, "transposed conv weight (I,O,*k) to (O,I,*k), spatially flipped");
             return true;
         }
     }

@@ -3,12 +3,8 @@
  * eqx.tree_serialise_leaves (equinox 0.13.8, numpy 2.4) wrote for
  * (arange(3, f32), 2, True, jnp.ones((2, 1), bfloat16), 'skip');
  * tests/python/test_eqx.py compares with live equinox as well. */
-#include <stdlib.h>
-#include <unistd.h>
-
-#include "check.h"
 #include "formats/npyhdr.h"
-#include "formats/sink.h"
+#include "testfiles.h"
 
 /* One npy record: magic, version 1.0, the dict, `pad` spaces, '\n', data. */
 static size_t record(uint8_t *out, const char *dict, size_t pad, const void *data, size_t n) {
@@ -216,44 +212,28 @@ static void test_eqx_malformed(void) {
 }
 
 static void test_write(void) {
-    char dir[] = "/tmp/jp-test-eqx-XXXXXX", path[64];
-    if (!mkdtemp(dir)) return;
-    snprintf(path, sizeof path, "%s/g.eqx", dir);
+    const char *path = tmp_path("g.eqx");
     uint8_t want[1024], got[1024];
     size_t n = golden(want);
     jp_index *ix;
     jp_err err;
     CHECK_EQ_U64(jp_index_open_memory(&ix, want, n, "g.eqx", NULL, &err), JP_OK);
-    size_t count = jp_index_count(ix);
-    jp_sink_tensor ts[4];
-    for (size_t i = 0; i < count; i++) {
-        const jp_tensor *t = jp_index_at(ix, i);
-        ts[i] = (jp_sink_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .nbytes = t->nbytes};
-        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
-    }
-    jp_sink *s;
-    CHECK_EQ_U64(jp_sink_open(&s, path, JP_FORMAT_UNKNOWN, ts, count, NULL, &err), JP_OK);
-    for (size_t i = 0; i < count; i++) {
-        const jp_tensor *t = jp_index_at(ix, i);
-        for (uint64_t o = 0; o < t->nbytes; o++) CHECK_EQ_U64(jp_sink_write(s, i, t->data + o, 1, &err), JP_OK);
-    }
-    CHECK_EQ_U64(jp_sink_commit(s, &err), JP_OK);
-    FILE *f = fopen(path, "rb");
-    size_t got_n = f ? fread(got, 1, sizeof got, f) : 0;
-    if (f) fclose(f);
-    CHECK_EQ_U64(got_n, n);
+    CHECK_EQ_U64(copy_index(ix, NULL, path, NULL, 1, &err), JP_OK);
+    CHECK_EQ_U64(read_file(path, got, sizeof got), n);
     CHECK(memcmp(got, want, n) == 0);
     unlink(path);
     /* float8 would be written "|V1", which equinox cannot read back. */
-    ts[0].dtype = JP_F8_E5M2;
-    ts[0].nbytes = 3;
-    CHECK_EQ_U64(jp_sink_open(&s, path, JP_FORMAT_EQX, ts, 1, NULL, &err), JP_DTYPE);
+    const jp_tensor *t = jp_index_at(ix, 0);
+    jp_sink_tensor ts = {.name = t->name, .dtype = JP_F8_E5M2, .ndim = t->ndim, .nbytes = 3};
+    memcpy(ts.shape, t->shape, sizeof ts.shape);
+    jp_sink *s;
+    CHECK_EQ_U64(jp_sink_open(&s, path, JP_FORMAT_EQX, &ts, 1, NULL, &err), JP_DTYPE);
     CHECK(access(path, F_OK) != 0);
     jp_index_close(ix);
-    rmdir(dir);
 }
 
 int main(void) {
+    if (!tmpdir_make("eqx")) return 2;
     test_header_parse();
     test_header_malformed();
     test_header_format();
@@ -261,5 +241,6 @@ int main(void) {
     test_read_fortran();
     test_eqx_malformed();
     test_write();
+    tmpdir_remove();
     return check_done("eqx");
 }

@@ -3,40 +3,15 @@
  * with bytes computed here element by element; tiles smaller than the
  * tensors; interruption and failures leave no file. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "check.h"
 #include "exec/exec.h"
+#include "testfiles.h"
 
 /* ---------------------------------------------------------------- helpers */
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name) {
-    static char buf[128];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
-
-/* Files in tmpdir, temporaries included. */
-static int count_files(void) {
-    DIR *d = opendir(tmpdir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
-    if (d) closedir(d);
-    return n;
-}
-
-static void clear_dir(void) {
-    DIR *d = opendir(tmpdir);
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (e->d_name[0] != '.') unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-}
 
 /* A source tensor over `data`; strides NULL = dense row-major. */
 static jp_tensor tensor(const char *name, jp_dtype dt, int ndim, const int64_t *shape,
@@ -476,8 +451,7 @@ static void test_reshape_copy(void) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jp-test-exec-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 2;
+    if (!tmpdir_make("exec")) return 2;
     test_identity();
     test_perm_cast();
     test_qkv();
@@ -486,7 +460,6 @@ int main(void) {
     test_interrupt();
     test_failures();
     test_reshape_copy();
-    clear_dir();
-    rmdir(tmpdir);
+    tmpdir_remove();
     return check_done("exec");
 }

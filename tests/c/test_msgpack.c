@@ -6,65 +6,7 @@
  * `test_msgpack copy IN OUT [CHUNK_BYTES]` copies every tensor of any file
  * jaxport reads into OUT (writer chosen by extension): the Python tests use
  * it to check the writers against flax and equinox. */
-#include <stdlib.h>
-#include <unistd.h>
-
-#include "check.h"
-#include "formats/sink.h"
-
-/* ---------------------------------------------------------------- helpers */
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name) {
-    static char buf[128];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
-
-static size_t read_file(const char *path, uint8_t *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    return n;
-}
-
-/* Copy every tensor of `ix` into a new file, each in pieces of `piece` bytes. */
-static jp_code write_all(const jp_index *ix, const char *out, uint64_t chunk_bytes, size_t piece,
-                         jp_err *err) {
-    size_t n = jp_index_count(ix);
-    jp_sink_tensor *ts = calloc(n ? n : 1, sizeof *ts);
-    if (!ts) return JP_NO_MEMORY;
-    for (size_t i = 0; i < n; i++) {
-        const jp_tensor *t = jp_index_at(ix, i);
-        if (!(t->flags & JP_TENSOR_CONTIGUOUS)) {
-            free(ts);
-            return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, t->name, "not contiguous");
-        }
-        ts[i].name = t->name;
-        ts[i].dtype = t->dtype;
-        ts[i].ndim = t->ndim;
-        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
-        ts[i].nbytes = t->nbytes;
-    }
-    jp_sink_opts opts = {.chunk_bytes = chunk_bytes};
-    jp_sink *s;
-    jp_code rc = jp_sink_open(&s, out, JP_FORMAT_UNKNOWN, ts, n, &opts, err);
-    free(ts);
-    for (size_t i = 0; i < n && !rc; i++) {
-        const jp_tensor *t = jp_index_at(ix, i);
-        for (uint64_t o = 0; o < t->nbytes && !rc; o += piece) {
-            size_t len = (size_t)(t->nbytes - o < piece ? t->nbytes - o : piece);
-            rc = jp_sink_write(s, i, t->data + o, len, err);
-        }
-    }
-    if (rc) {
-        jp_sink_abort(s);
-        return rc;
-    }
-    return jp_sink_commit(s, err);
-}
+#include "testfiles.h"
 
 /* flax.serialization.to_bytes({'Dense_0': {'kernel': arange(6, f32).reshape(2, 3),
  * 'bias': int8 [1, 2]}, 'e': zeros((0, 2), f16), 'h': bfloat16 [1.5, -2]}) */
@@ -241,15 +183,16 @@ static void test_write_golden(void) {
     jp_index *ix;
     jp_err err;
     CHECK_EQ_U64(jp_index_open_memory(&ix, flax_params, sizeof flax_params - 1, "p", NULL, &err), JP_OK);
-    CHECK_EQ_U64(write_all(ix, tmp_path("p.msgpack"), 0, 5, &err), JP_OK);
+    CHECK_EQ_U64(copy_index(ix, NULL, tmp_path("p.msgpack"), NULL, 5, &err), JP_OK);
     jp_index_close(ix);
     size_t n = read_file(tmp_path("p.msgpack"), got, sizeof got);
     CHECK_EQ_U64(n, sizeof flax_params - 1);
     CHECK(memcmp(got, flax_params, sizeof flax_params - 1) == 0);
 
     CHECK_EQ_U64(jp_index_open_memory(&ix, flax_chunked, sizeof flax_chunked - 1, "c", NULL, &err), JP_OK);
+    jp_sink_opts opts = {.chunk_bytes = 8};
     for (size_t piece = 1; piece <= 11; piece += 2) {
-        CHECK_EQ_U64(write_all(ix, tmp_path("c.msgpack"), 8, piece, &err), JP_OK);
+        CHECK_EQ_U64(copy_index(ix, NULL, tmp_path("c.msgpack"), &opts, piece, &err), JP_OK);
         n = read_file(tmp_path("c.msgpack"), got, sizeof got);
         CHECK_EQ_U64(n, sizeof flax_chunked - 1);
         CHECK(memcmp(got, flax_chunked, sizeof flax_chunked - 1) == 0);
@@ -337,10 +280,10 @@ static void test_round_trip(void) {
 static int copy(int argc, char **argv) {
     jp_index *ix;
     jp_err err;
-    uint64_t chunk = argc > 4 ? strtoull(argv[4], NULL, 10) : 0;
+    jp_sink_opts opts = {.chunk_bytes = argc > 4 ? strtoull(argv[4], NULL, 10) : 0};
     jp_code rc = jp_index_open(&ix, argv[2], NULL, &err);
     if (!rc) {
-        rc = write_all(ix, argv[3], chunk, 1u << 20, &err);
+        rc = copy_index(ix, NULL, argv[3], &opts, 1u << 20, &err);
         jp_index_close(ix);
     }
     if (rc) fprintf(stderr, "copy: %s\n", err.msg);
@@ -349,8 +292,7 @@ static int copy(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "copy") == 0) return copy(argc, argv);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jp-test-msgpack-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 2;
+    if (!tmpdir_make("msgpack")) return 2;
     test_read_params();
     test_read_chunked();
     test_read_meta();
@@ -358,8 +300,6 @@ int main(int argc, char **argv) {
     test_write_golden();
     test_write_refusals();
     test_round_trip();
-    const char *files[] = {"p.msgpack", "c.msgpack", "bad.msgpack", "rt.msgpack"};
-    for (size_t i = 0; i < 4; i++) unlink(tmp_path(files[i]));
-    rmdir(tmpdir);
+    tmpdir_remove();
     return check_done("msgpack");
 }

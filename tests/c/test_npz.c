@@ -7,13 +7,9 @@
  *                            to OUT; test_npz.py checks numpy.load reads them
  *   test_npz zip64 OUT       writes an archive past 2**31 bytes (zip64
  *                            sizes, offsets and end records), reads it back */
-#include <stdlib.h>
-#include <unistd.h>
-
-#include "check.h"
 #include "formats/npyhdr.h"
-#include "formats/sink.h"
 #include "formats/zip.h"
+#include "testfiles.h"
 #include "zipbuild.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -32,22 +28,6 @@ static size_t npy(uint8_t *out, int major, const char *dict, const void *data, s
     out[total - 1] = '\n';
     memcpy(out + total, data, n);
     return total + n;
-}
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name) {
-    static char buf[128];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
-
-static size_t read_file(const char *path, uint8_t *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    return n;
 }
 
 /* ---------------------------------------------------------------- .npy */
@@ -524,8 +504,7 @@ int main(int argc, char **argv) {
         return rc ? 1 : 0;
     }
     if (argc == 3 && strcmp(argv[1], "zip64") == 0) return zip64_run(argv[2]);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jp-test-npz-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 2;
+    if (!tmpdir_make("npz")) return 2;
     test_npy();
     test_npy_malformed();
     test_npz();
@@ -534,7 +513,6 @@ int main(int argc, char **argv) {
     test_write_round_trip();
     test_write_golden();
     test_write_refusals();
-    unlink(tmp_path("rt.npz"));
-    rmdir(tmpdir);
+    tmpdir_remove();
     return check_done("npz");
 }

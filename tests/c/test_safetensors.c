@@ -8,51 +8,10 @@
  * tensor of any file jaxport reads into OUT through the writer OUT's
  * extension picks, in the order the writer asks for them; metadata are the
  * KEY VALUE pairs, or else a safetensors input's own. */
-#include <dirent.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include "check.h"
 #include "formats/safetensors.h"
-#include "formats/sink.h"
+#include "testfiles.h"
 
 /* ---------------------------------------------------------------- helpers */
-
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][160];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
-
-static size_t read_file(const char *path, uint8_t *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    return n;
-}
-
-static size_t count_files(void) {
-    DIR *d = opendir(tmpdir);
-    size_t n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') n++;
-    if (d) closedir(d);
-    return n;
-}
-
-static void clear_dir(void) {
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-}
 
 /* A file: the 8-byte length of `header`, the header, then `ndata` bytes
  * 0, 1, 2, ... Returns its length; the data begin at 8 + strlen(header). */
@@ -62,42 +21,6 @@ static size_t make(uint8_t *out, const char *header, size_t ndata) {
     memcpy(out + 8, header, n);
     for (size_t i = 0; i < ndata; i++) out[8 + n + i] = (uint8_t)i;
     return 8 + n + ndata;
-}
-
-/* Copy every tensor of ix into `out` (the writer's order), in pieces. */
-static jp_code write_all(const jp_index *ix, const size_t *given, const char *out,
-                         const jp_sink_opts *opts, size_t piece, jp_err *err) {
-    size_t n = jp_index_count(ix);
-    jp_sink_tensor *ts = calloc(n ? n : 1, sizeof *ts);
-    if (!ts) return JP_NO_MEMORY;
-    for (size_t i = 0; i < n; i++) {
-        const jp_tensor *t = jp_index_at(ix, given ? given[i] : i);
-        if (!(t->flags & JP_TENSOR_CONTIGUOUS)) {
-            free(ts);
-            return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, t->name, "not contiguous");
-        }
-        ts[i].name = t->name;
-        ts[i].dtype = t->dtype;
-        ts[i].ndim = t->ndim;
-        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
-        ts[i].nbytes = t->nbytes;
-    }
-    jp_sink *s;
-    jp_code rc = jp_sink_open(&s, out, JP_FORMAT_UNKNOWN, ts, n, opts, err);
-    free(ts);
-    size_t done = 0;
-    for (size_t i; !rc && (i = jp_sink_expected(s)) < n; done++) {
-        const jp_tensor *t = jp_index_at(ix, given ? given[i] : i);
-        for (uint64_t o = 0; o < t->nbytes && !rc; o += piece) {
-            size_t len = (size_t)(t->nbytes - o < piece ? t->nbytes - o : piece);
-            rc = jp_sink_write(s, i, t->data + o, len, err);
-        }
-    }
-    if (rc) {
-        jp_sink_abort(s);
-        return rc;
-    }
-    return jp_sink_commit(s, err);
 }
 
 /* safetensors 0.8.0: 540 bytes, a header of 488 */
@@ -323,7 +246,7 @@ static void golden_round(const char *header, const uint8_t *data, size_t ndata, 
     for (size_t i = 0; i < n; i++) given[i] = find_at(ix, names[i]);
     jp_sink_opts opts = {.meta = meta, .nmeta = nmeta};
     for (size_t piece = 1; piece < 64; piece *= 3) {
-        CHECK_EQ_U64(write_all(ix, given, tmp_path("g.safetensors"), &opts, piece, &err), JP_OK);
+        CHECK_EQ_U64(copy_index(ix, given, tmp_path("g.safetensors"), &opts, piece, &err), JP_OK);
         size_t got_len = read_file(tmp_path("g.safetensors"), got, sizeof got);
         CHECK_EQ_U64(got_len, len);
         CHECK(memcmp(got, src, len) == 0);
@@ -495,7 +418,7 @@ static int copy(int argc, char **argv) {
             opts.nmeta = jp_index_meta_count(ix);
             opts.meta = opts.nmeta ? jp_index_meta_at(ix, 0) : NULL;
         }
-        rc = write_all(ix, NULL, argv[3], &opts, 1u << 20, &err);
+        rc = copy_index(ix, NULL, argv[3], &opts, 1u << 20, &err);
         jp_index_close(ix);
     }
     if (rc) fprintf(stderr, "copy: %s\n", err.msg);
@@ -504,8 +427,7 @@ static int copy(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "copy") == 0) return copy(argc, argv);
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jp-test-safetensors-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 2;
+    if (!tmpdir_make("safetensors")) return 2;
     test_read_golden();
     test_read_accepted();
     test_malformed();
@@ -514,7 +436,6 @@ int main(int argc, char **argv) {
     test_write_refusals();
     test_write_f4();
     test_shards();
-    clear_dir();
-    rmdir(tmpdir);
+    tmpdir_remove();
     return check_done("safetensors");
 }

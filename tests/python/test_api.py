@@ -10,6 +10,7 @@ from flax import linen as nn
 
 import jaxport
 from jaxport import errors
+from torch_fixtures import randomise_bn
 
 torch.manual_seed(0)
 
@@ -26,12 +27,7 @@ class TorchNet(torch.nn.Module):
 
 
 def trained():
-    m = TorchNet()
-    with torch.no_grad():
-        m.bn.running_mean.normal_()
-        m.bn.running_var.uniform_(0.5, 2)
-        m.bn.weight.normal_()
-    return m.eval()
+    return randomise_bn(TorchNet())
 
 
 X = np.random.RandomState(0).randn(2, 3, 6, 6).astype(np.float32)

@@ -15,6 +15,7 @@ from flax import linen as nn
 import jaxport
 from jaxport import errors
 from planref import apply_plan
+from torch_fixtures import randomise_bn
 
 torch.manual_seed(0)
 
@@ -71,17 +72,6 @@ class FlaxCNN(nn.Module):
         x = nn.relu(nn.Dense(32)(x))
         x = nn.relu(nn.Dense(32)(x))
         return nn.Dense(10)(x)
-
-
-def randomise_bn(model):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_()
-                m.bias.normal_()
-    return model.eval()
 
 
 def test_conv_batchnorm_and_the_flatten_rule(tmp_path):

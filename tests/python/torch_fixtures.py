@@ -50,6 +50,20 @@ DTYPES = {
 }
 
 
+def randomise_bn(model):
+    """model with every BatchNorm's running statistics, scale and shift
+    drawn at random (fresh ones are 0 and 1, which hide swapped or dropped
+    statistics), in eval mode."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+    return model.eval()
+
+
 def random_of(dtype, shape, gen):
     """A tensor of `dtype` filled with random bytes (valid bools)."""
     n = DTYPES[dtype]
