@@ -14,34 +14,45 @@ from . import _core
 __all__ = ["Plan", "match", "target_leaves", "detect_library"]
 
 
-def detect_library(like):
-    """'flax', 'nnx', 'equinox' or 'haiku', from the object itself."""
-    try:
-        import equinox as eqx
-    except ImportError:
-        eqx = None
-    if eqx is not None:
-        first = like[0] if isinstance(like, tuple) and like else like
-        if isinstance(first, eqx.Module):
-            return "equinox"
-    try:
-        from flax import nnx
-    except ImportError:
-        nnx = None
-    if nnx is not None and isinstance(like, nnx.Module | nnx.State):
-        return "nnx"
-    from . import trees
-    names, _ = trees.flatten(like)
+def detect_library(like, names=None):
+    """'flax', 'nnx', 'equinox' or 'haiku', from the object itself (names:
+    its leaf names, when the caller has flattened it already)."""
+    lib = _object_library(like)
+    if lib is not None:
+        return lib
+    if names is None:
+        from . import trees
+        names, _ = trees.flatten(like)
     last = {n.rsplit("/", 1)[-1] for n in names}
     if ("w" in last or "offset" in last) and "kernel" not in last:
         return "haiku"
     return "flax"
 
 
+def _object_library(like):
+    """The library when the object's type tells it (Equinox, NNX); None for
+    plain dicts, told apart by their leaf names."""
+    lib = None
+    try:
+        import equinox as eqx
+        first = like[0] if isinstance(like, tuple) and like else like
+        if isinstance(first, eqx.Module):
+            lib = "equinox"
+    except ImportError:
+        pass
+    try:
+        from flax import nnx
+        if lib is None and isinstance(like, nnx.Module | nnx.State):
+            lib = "nnx"
+    except ImportError:
+        pass
+    return lib
+
+
 def target_leaves(like, to=None):
     """(library, [(path, shape, dtype name)]) for a JAX model or its params."""
     from . import trees
-    lib = to or detect_library(like)
+    lib = to or _object_library(like)
     root = like
     if lib == "nnx":
         from flax import nnx
@@ -52,6 +63,8 @@ def target_leaves(like, to=None):
         root, state_leaves = like[0], eqx_state_leaves(*like)
         like = like[0]
     names, leaves = trees.flatten(like)
+    if lib is None:
+        lib = detect_library(like, names)
     kinds = _owner_classes(root, names) if lib in ("equinox", "nnx") else [None] * len(names)
     names += [n for n, _ in state_leaves]
     leaves += [x for _, x in state_leaves]
@@ -119,9 +132,16 @@ class Plan:
 
     def __init__(self, text, index, library):
         self.json = text
-        self.data = json.loads(text)
         self.index = index
         self.library = library
+        self._data = None
+
+    @property
+    def data(self):
+        """The plan as Python data (parsed when first asked for)."""
+        if self._data is None:
+            self._data = json.loads(self.json)
+        return self._data
 
     @property
     def leaves(self):

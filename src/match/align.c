@@ -33,6 +33,7 @@ typedef struct module {
     const char *path;             /* without the leaf and, for targets, the collection */
     char *key;
     uint64_t order;
+    uint64_t rank;                /* place in its side's sequence (set_ranks) */
     uint32_t *leaves;             /* sleaf or tleaf indices */
     uint32_t nleaves, capleaves;
     int64_t pair;                 /* module on the other side, -1 */
@@ -575,21 +576,59 @@ static char *signature(matcher *m, const module *md, bool source, bool with_kind
     return s;
 }
 
-static const matcher *sort_ctx;
-static bool sort_natural;
+/* A module and the key it is sorted by, so comparators need no context. */
+typedef struct ranked {
+    uint64_t rank;
+    int64_t module;
+} ranked;
 
-static int cmp_src(const void *a, const void *b) {
-    const module *x = MOD(&sort_ctx->src, *(const int64_t *)a), *y = MOD(&sort_ctx->src, *(const int64_t *)b);
-    return cmp_u64(x->order, y->order);
+static int cmp_ranked(const void *a, const void *b) {
+    return cmp_u64(((const ranked *)a)->rank, ((const ranked *)b)->rank);
 }
-static int cmp_dst(const void *a, const void *b) {
-    const module *x = MOD(&sort_ctx->dst, *(const int64_t *)a), *y = MOD(&sort_ctx->dst, *(const int64_t *)b);
-    if (sort_natural) {
-        int c = jp_name_natural_cmp(x->path, y->path);
-        if (c) return c;
-    }
-    return cmp_u64(x->order, y->order);
+
+typedef struct named {
+    const char *last;
+    size_t pos;        /* place in its list, which keeps runs in order */
+    int64_t module;
+} named;
+
+static int cmp_named(const void *a, const void *b) {
+    const named *x = a, *y = b;
+    int c = strcmp(x->last, y->last);
+    return c ? c : cmp_u64(x->pos, y->pos);
 }
+
+static int cmp_module_natural(const void *a, const void *b) {
+    const module *x = *(module *const *)a, *y = *(module *const *)b;
+    int c = jp_name_natural_cmp(x->path, y->path);
+    return c ? c : cmp_u64(x->order, y->order);
+}
+
+/* Sort module indices L of a side by rank (order for sources and Equinox
+ * targets, natural name order for Flax-like targets; see set_ranks). */
+static jp_code sort_by_rank(matcher *m, side *sd, int64_t *L, size_t n) {
+    ranked *r = malloc((n + 1) * sizeof *r);
+    if (!r) return oom(m);
+    for (size_t i = 0; i < n; i++) r[i] = (ranked){MOD(sd, L[i])->rank, L[i]};
+    qsort(r, n, sizeof *r, cmp_ranked);
+    for (size_t i = 0; i < n; i++) L[i] = r[i].module;
+    free(r);
+    return JP_OK;
+}
+
+/* Each module's place in its side's sequence. */
+static jp_code set_ranks(matcher *m) {
+    for (size_t i = 0; i < m->src.mods.len; i++) MOD(&m->src, i)->rank = MOD(&m->src, i)->order;
+    size_t nt = m->dst.mods.len;
+    module **v = malloc((nt + 1) * sizeof *v);
+    if (!v) return oom(m);
+    for (size_t i = 0; i < nt; i++) v[i] = MOD(&m->dst, i);
+    if (m->o->lib != JP_LIB_EQUINOX) qsort(v, nt, sizeof *v, cmp_module_natural);
+    for (size_t i = 0; i < nt; i++) v[i]->rank = i;
+    free(v);
+    return JP_OK;
+}
+
 static int cmp_sig(const void *a, const void *b) {
     const module *x = *(module *const *)a, *y = *(module *const *)b;
     return strcmp(x->sig, y->sig);
@@ -698,19 +737,38 @@ static jp_code pair_by_names(matcher *m, const int64_t *S, size_t ns, const int6
 
 static jp_code align_group(matcher *m, int64_t *S, size_t ns, int64_t *T, size_t nt) {
     if (!ns || !nt) return JP_OK;
-    /* Modules whose last names agree (query and query_proj) first, in order. */
-    int64_t *a = malloc((ns + nt) * sizeof *a), *b = a ? a + ns : NULL;
-    if (!a) return oom(m);
-    for (size_t j = 0; j < nt; j++) {
-        const char *last = MOD(&m->dst, T[j])->last;
-        if (MOD(&m->dst, T[j])->pair >= 0 || !*last) continue;
-        size_t ka = 0, kb = 0;
-        for (size_t i = 0; i < ns; i++)
-            if (MOD(&m->src, S[i])->pair < 0 && strcmp(MOD(&m->src, S[i])->last, last) == 0) a[ka++] = S[i];
-        for (size_t q = 0; q < nt; q++)
-            if (MOD(&m->dst, T[q])->pair < 0 && strcmp(MOD(&m->dst, T[q])->last, last) == 0) b[kb++] = T[q];
-        pair_in_order(m, a, ka, b, kb);
+    /* Modules whose last names agree (query and query_proj) first, in order:
+     * both lists sorted by last name (stably, so each run keeps its order),
+     * then the runs with the same name paired. */
+    named *a = malloc((ns + nt) * sizeof *a), *b = a ? a + ns : NULL;
+    int64_t *run = malloc((ns + nt + 1) * sizeof *run);
+    if (!a || !run) {
+        free(a), free(run);
+        return oom(m);
     }
+    for (size_t i = 0; i < ns; i++) a[i] = (named){MOD(&m->src, S[i])->last, i, S[i]};
+    for (size_t j = 0; j < nt; j++) b[j] = (named){MOD(&m->dst, T[j])->last, j, T[j]};
+    qsort(a, ns, sizeof *a, cmp_named);
+    qsort(b, nt, sizeof *b, cmp_named);
+    for (size_t i = 0, j = 0; i < ns && j < nt;) {
+        int c = strcmp(a[i].last, b[j].last);
+        if (c < 0) {
+            i++;
+        } else if (c > 0) {
+            j++;
+        } else {
+            size_t i2 = i, j2 = j;
+            while (i2 < ns && strcmp(a[i2].last, a[i].last) == 0) i2++;
+            while (j2 < nt && strcmp(b[j2].last, b[j].last) == 0) j2++;
+            if (*a[i].last) {
+                for (size_t k = i; k < i2; k++) run[k - i] = a[k].module;
+                for (size_t k = j; k < j2; k++) run[(i2 - i) + (k - j)] = b[k].module;
+                pair_in_order(m, run, i2 - i, run + (i2 - i), j2 - j);
+            }
+            i = i2, j = j2;
+        }
+    }
+    free(run);
     free(a);
     ns = unpaired(m, &m->src, S, ns);
     nt = unpaired(m, &m->dst, T, nt);
@@ -802,8 +860,6 @@ static jp_code pair_by_signature(matcher *m, bool with_kind) {
     }
     qsort(all, n, sizeof *all, cmp_sig);
     module *src0 = ns ? MOD(&m->src, 0) : NULL, *dst0 = nt ? MOD(&m->dst, 0) : NULL;
-    sort_ctx = m;
-    sort_natural = m->o->lib != JP_LIB_EQUINOX;
     for (size_t a = 0; a < n;) {
         size_t b = a;
         size_t cs = 0, ct = 0;
@@ -813,9 +869,9 @@ static jp_code pair_by_signature(matcher *m, bool with_kind) {
             else T[ct++] = md - dst0;
             b++;
         }
-        qsort(S, cs, sizeof *S, cmp_src);
-        qsort(T, ct, sizeof *T, cmp_dst);
-        jp_code rc = align_group(m, S, cs, T, ct);
+        jp_code rc = sort_by_rank(m, &m->src, S, cs);
+        if (!rc) rc = sort_by_rank(m, &m->dst, T, ct);
+        if (!rc) rc = align_group(m, S, cs, T, ct);
         if (rc) return rc;
         a = b;
     }
@@ -824,12 +880,8 @@ static jp_code pair_by_signature(matcher *m, bool with_kind) {
 
 /* ---- the plan */
 
-static bool is_float(jp_dtype dt) {
-    return dt == JP_F16 || dt == JP_BF16 || dt == JP_F32 || dt == JP_F64;
-}
-
 static jp_dtype leaf_dtype(const matcher *m, const jp_leaf_spec *sp) {
-    if (m->o->dtype != JP_DTYPE_INVALID && is_float(sp->dtype)) return m->o->dtype;
+    if (m->o->dtype != JP_DTYPE_INVALID && jp_dtype_is_castable_float(sp->dtype)) return m->o->dtype;
     return sp->dtype;
 }
 
@@ -988,6 +1040,7 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
         rc = emit_ordered(&m, p);
     } else if (!rc) {
         rc = make_keys(&m);
+        if (!rc) rc = set_ranks(&m);
         if (!rc) rc = pair_by_key(&m);
         if (!rc) rc = pair_by_signature(&m, true);
         if (!rc) rc = pair_by_signature(&m, false);
