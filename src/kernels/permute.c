@@ -27,7 +27,6 @@
 #define ROW_BYTES 256             /* most destination bytes per row of a block */
 #define TILE_BYTES (256 * 1024)   /* source bytes per cached block, about */
 #define STREAM_ROWS 64            /* destination rows per streamed block */
-#define STREAM_STEP 16            /* source rows transposed (and prefetched) at a time */
 #define STREAM_MIN (8u << 20)     /* destinations this large bypass the cache */
 #define CHUNK_BYTES (256 * 1024)  /* source + destination bytes per run chunk */
 #define TASK_BYTES (512 * 1024)   /* bytes moved per pool task, about */
@@ -52,6 +51,7 @@ typedef struct plan {
     bool fused;         /* tr casts as it goes (float32 -> bfloat16) */
     bool cast_first;    /* tiles with a narrowing cast: cast source runs, then transpose */
     bool stream;        /* tiles: write whole lines around the cache */
+    int64_t step;       /* streamed tiles: source rows made in scratch at a time */
     int64_t shift;      /* tiles: elements before the first 64-byte boundary of a row */
 } plan;
 
@@ -85,11 +85,12 @@ static bool run_cast(const plan *p, unsigned char *d, int64_t ds, const unsigned
  * inner axis (at most ROW_BYTES of destination), at s and d.
  *
  * Without a cast (or with the fused one) a cached destination is written
- * by the block transpose directly. A streamed one is made in scratch, a few
- * source rows at a time while the next block's rows are prefetched, and then
- * written out whole lines at a time around the cache: each destination row
- * gets ROW_BYTES in a row, and only a few source rows are read at once, the
- * two things the memory system wants.
+ * by the block transpose directly. A streamed one is made in scratch (16
+ * KiB, in L1), a few source rows at a time while the same rows of the next
+ * block are prefetched, and then written out around the cache: each
+ * destination row gets ROW_BYTES (four whole lines) in a row and only a few
+ * source rows are read at once, the two things the memory system wants (one
+ * line per row, or 32 rows read at once, run at half the speed).
  *
  * With another cast, each group of SUB rows is made in scratch (transposed
  * and cast), then written out a row at a time. */
@@ -105,12 +106,13 @@ static bool block(const plan *p, const place *at, const place *next) {
             return true;
         }
         _Alignas(64) unsigned char stage[STREAM_ROWS * ROW_BYTES];
-        for (int64_t c0 = 0; c0 < ci; c0 += STREAM_STEP) {
+        int64_t step = p->step;
+        for (int64_t c0 = 0; c0 < ci; c0 += step) {
             if (next && c0 < next->ci)
                 jp_prefetch_rows(next->s + c0 * ss, ss,
-                                 (int)(next->ci - c0 < STREAM_STEP ? next->ci - c0 : STREAM_STEP),
+                                 (int)(next->ci - c0 < step ? next->ci - c0 : step),
                                  (size_t)(next->ra * ssz));
-            int64_t cn = ci - c0 < STREAM_STEP ? ci - c0 : STREAM_STEP;
+            int64_t cn = ci - c0 < step ? ci - c0 : step;
             p->tr(stage + c0 * dsz, ci * dsz, s + c0 * ss, ss, (int)ra, (int)cn);
         }
         jp_put_rows(d, ds, stage, ci * dsz, (int)ra, (size_t)(ci * dsz), true);
@@ -136,13 +138,24 @@ static bool block(const plan *p, const place *at, const place *next) {
     return true;
 }
 
-/* Where item number `it` is: its place on every axis, then its block or run. */
+/* Where item number `it` is: its place on every axis, then its block or run.
+ * Consecutive streamed blocks go along a, so each of a block's source rows
+ * goes on where the last block's left off (the prefetch of the next block
+ * reads on along the same rows); cached blocks go along the inner axis. */
 static place locate(const plan *p, uint64_t it) {
     int inner = p->nd - 1;
-    int64_t ki = (int64_t)(it % (uint64_t)p->nbi);
-    it /= (uint64_t)p->nbi;
-    int64_t ka = (int64_t)(it % (uint64_t)p->nba);
-    it /= (uint64_t)p->nba;
+    int64_t ki, ka;
+    if (p->stream) {
+        ka = (int64_t)(it % (uint64_t)p->nba);
+        it /= (uint64_t)p->nba;
+        ki = (int64_t)(it % (uint64_t)p->nbi);
+        it /= (uint64_t)p->nbi;
+    } else {
+        ki = (int64_t)(it % (uint64_t)p->nbi);
+        it /= (uint64_t)p->nbi;
+        ka = (int64_t)(it % (uint64_t)p->nba);
+        it /= (uint64_t)p->nba;
+    }
     int64_t so = 0, dof = 0;
     for (int x = inner - 1; x >= 0; x--) {
         if (p->walk == WALK_TILES && x == p->a) continue;
@@ -168,6 +181,8 @@ static place locate(const plan *p, uint64_t it) {
     at.d = p->dst + dof;
     return at;
 }
+
+
 
 typedef struct job {
     const plan *p;
@@ -224,10 +239,14 @@ static void choose_walk(plan *p, uint64_t numel) {
         p->bi = ROW_BYTES / dsz;
         p->ba = p->stream ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
         p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
+        /* A streamed block is made 8 source rows at a time (16 for the
+         * kernels whose micro-tile takes 16): the fewer rows read at once,
+         * the better the reads stream. */
         p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16;
         p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;
         p->tr = p->fused ? jp_transpose_f32_bf16()
                          : jp_transpose_for((size_t)(p->cast_first || p->cast.copy ? dsz : ssz));
+        p->step = p->fused || dsz == 2 ? 16 : 8;
     }
     /* A streamed destination's blocks along the inner axis start on its
      * 64-byte lines, when every row starts at the same place in a line. */

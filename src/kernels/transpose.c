@@ -4,8 +4,9 @@
  * any x86-64 and the tests can force each level.
  *
  * Each SIMD kernel does whole micro-tiles (load a few source rows, shuffle,
- * store as many destination rows) and leaves the ragged edges to the kernel
- * a level down. The AVX2 tiles cross the two 128-bit halves of a register in
+ * store as many destination rows); ragged edges take one more tile that
+ * overlaps the last, and only blocks smaller than a tile go to the kernel a
+ * level down. The AVX2 tiles cross the two 128-bit halves of a register in
  * the loads (source rows k and k + 4 share a register), so every shuffle
  * stays within a half: the lane-crossing shuffles cost several times more.
  * The tiles are written out register by register, without arrays, so that
@@ -57,17 +58,32 @@ static void portable_f32_bf16(unsigned char *dst, int64_t ds, const unsigned cha
 }
 
 #ifdef JP_X86
-/* Runs micro-tiles of R x C with KERNEL and the edges with EDGE. DES is the
- * destination element size (the source's is ES). */
+/* Runs micro-tiles of R x C with KERNEL; a block smaller than one tile
+ * goes to EDGE. Ragged edges are covered by one more tile that overlaps the
+ * one before it: its overlap writes the same bytes again, which costs far
+ * less than finishing the edge element by element. When every destination
+ * row starts at the same place in a 32-byte unit, the tiles after the first
+ * start on those units, so that no store is split across cache lines. DES
+ * is the destination element size (the source's is ES). */
 #define TILED(NAME, R, C, ES, DES, KERNEL, EDGE, ATTR)                                          \
     ATTR static void NAME(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss, \
                           int rows, int cols) {                                                 \
-        int rr = rows - rows % (R), cc = cols - cols % (C);                                     \
-        for (int r = 0; r < rr; r += (R))                                                       \
-            for (int c = 0; c < cc; c += (C))                                                   \
+        if (rows < (R) || cols < (C)) {                                                         \
+            EDGE(dst, ds, src, ss, rows, cols);                                                 \
+            return;                                                                             \
+        }                                                                                       \
+        int mis = (int)((uintptr_t)dst & 31), skew = 0;                                         \
+        if (ds % 32 == 0 && mis % (DES) == 0) skew = ((32 - mis) & 31) / (DES) % (C);           \
+        for (int r = 0;; r += (R)) {                                                            \
+            if (r > rows - (R)) r = rows - (R);                                                 \
+            for (int c = 0;;) {                                                                 \
                 KERNEL(dst + r * ds + c * (DES), ds, src + c * ss + r * (ES), ss);              \
-        if (cc < cols) EDGE(dst + cc * (DES), ds, src + cc * ss, ss, rr, cols - cc);            \
-        if (rr < rows) EDGE(dst + rr * ds, ds, src + rr * (ES), ss, rows - rr, cols);           \
+                if (c == cols - (C)) break;                                                     \
+                c = c < skew ? skew : c + (C);                                                  \
+                if (c > cols - (C)) c = cols - (C);                                             \
+            }                                                                                   \
+            if (r == rows - (R)) break;                                                         \
+        }                                                                                       \
     }
 
 #define LD128(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
@@ -191,80 +207,82 @@ TILED(sse2_f32_bf16, 4, 4, 4, 2, tile_f32_bf16_4x4, portable_f32_bf16, )
 /* ---- AVX2 */
 #define AVX2 __attribute__((target("avx2")))
 #define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+#define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 /* 128 bits from each of lo and hi, as the low and high halves. */
 #define PAIR(lo, hi) _mm256_inserti128_si256(_mm256_castsi128_si256(LD128(lo)), LD128(hi), 1)
 #define PAIR_PS(lo, hi)                                                                    \
     _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps((const float *)(const void *)(lo))), \
                          _mm_loadu_ps((const float *)(const void *)(hi)), 1)
 
-/* The 8x8 block of 32-bit elements at s (row stride ss), transposed into
- * o0..o7 (o[k] = source column k). The loads pair source rows k and k + 4,
- * so after two rounds of in-half shuffles each half holds four rows of a
- * column. */
-#define COLUMNS8x32(s, ss, o0, o1, o2, o3, o4, o5, o6, o7)                                     \
-    do {                                                                                        \
-        __m256 a0 = PAIR_PS(s, (s) + 4 * (ss)), a1 = PAIR_PS((s) + (ss), (s) + 5 * (ss));      \
-        __m256 a2 = PAIR_PS((s) + 2 * (ss), (s) + 6 * (ss));                                   \
-        __m256 a3 = PAIR_PS((s) + 3 * (ss), (s) + 7 * (ss));                                   \
-        __m256 a4 = PAIR_PS((s) + 16, (s) + 4 * (ss) + 16);                                    \
-        __m256 a5 = PAIR_PS((s) + (ss) + 16, (s) + 5 * (ss) + 16);                             \
-        __m256 a6 = PAIR_PS((s) + 2 * (ss) + 16, (s) + 6 * (ss) + 16);                         \
-        __m256 a7 = PAIR_PS((s) + 3 * (ss) + 16, (s) + 7 * (ss) + 16);                         \
-        __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);               \
-        __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);               \
-        __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);               \
-        __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);               \
-        o0 = _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0x44));                             \
-        o1 = _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0xEE));                             \
-        o2 = _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0x44));                             \
-        o3 = _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0xEE));                             \
-        o4 = _mm256_castps_si256(_mm256_shuffle_ps(t4, t6, 0x44));                             \
-        o5 = _mm256_castps_si256(_mm256_shuffle_ps(t4, t6, 0xEE));                             \
-        o6 = _mm256_castps_si256(_mm256_shuffle_ps(t5, t7, 0x44));                             \
-        o7 = _mm256_castps_si256(_mm256_shuffle_ps(t5, t7, 0xEE));                             \
-    } while (0)
-
-AVX2 static inline void tile4_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m256i o0, o1, o2, o3, o4, o5, o6, o7;
-    COLUMNS8x32(s, ss, o0, o1, o2, o3, o4, o5, o6, o7);
-    ST256(d, o0);
-    ST256(d + ds, o1);
-    ST256(d + 2 * ds, o2);
-    ST256(d + 3 * ds, o3);
-    ST256(d + 4 * ds, o4);
-    ST256(d + 5 * ds, o5);
-    ST256(d + 6 * ds, o6);
-    ST256(d + 7 * ds, o7);
+/* 8 source rows by 4 columns of 32-bit elements: rows k and k + 4 share a
+ * register, and a 4x4 transpose in each half makes whole destination rows
+ * of 8. Only four destination rows are open at a time, which matters when
+ * their stride is a multiple of 4 KiB (a conv kernel's (kh, kw, I, O)
+ * layout): eight rows in one cache set at once cost more than the wider
+ * tile saves. */
+AVX2 static inline void tile4_4x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
+    __m256 a0 = PAIR_PS(s, s + 4 * ss), a1 = PAIR_PS(s + ss, s + 5 * ss);
+    __m256 a2 = PAIR_PS(s + 2 * ss, s + 6 * ss), a3 = PAIR_PS(s + 3 * ss, s + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    ST256(d, _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0x44)));
+    ST256(d + ds, _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0xEE)));
+    ST256(d + 2 * ds, _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0x44)));
+    ST256(d + 3 * ds, _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0xEE)));
 }
 
-/* float32 -> bfloat16 on eight lanes, as jp_bf16_from_f32: the result in
- * the low 16 bits of each 32-bit lane. */
-AVX2 static inline __m256i bf16_of8(__m256i u) {
-    __m256i hi = _mm256_srli_epi32(u, 16);
+/* float32 -> bfloat16 on eight lanes, rounded to nearest even, for values
+ * that are not NaN: the result in the low 16 bits of each 32-bit lane. */
+AVX2 static inline __m256i bf16_round8(__m256i u) {
     __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
-                                 _mm256_and_si256(hi, _mm256_set1_epi32(1)));
-    r = _mm256_srli_epi32(r, 16);
-    __m256i nan = _mm256_or_si256(_mm256_and_si256(hi, _mm256_set1_epi32(0x8000)),
+                                 _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
+    return _mm256_srli_epi32(r, 16);
+}
+
+/* The same with NaN made the canonical quiet NaN with its sign, as
+ * jp_bf16_from_f32. */
+AVX2 static inline __m256i bf16_of8(__m256i u) {
+    __m256i nan = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
                                   _mm256_set1_epi32(0x7fc0));
     __m256 f = _mm256_castsi256_ps(u);
-    return _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    return _mm256_blendv_epi8(bf16_round8(u), nan,
+                              _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
 }
 
-/* Destination rows a and b (eight bfloat16 each) stored at d and d + ds. */
-AVX2 static inline void put_bf16x2(unsigned char *d, int64_t ds, __m256i a, __m256i b) {
-    __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_of8(a), bf16_of8(b)), 0xD8);
-    ST128(d, _mm256_castsi256_si128(p));
-    ST128(d + ds, _mm256_extracti128_si256(p, 1));
+/* True where a lane of a or b is NaN. */
+#define ANY_NAN2(a, b) \
+    _mm256_cmp_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _CMP_UNORD_Q)
+
+/* 16 source rows by 8 columns of float32 into 8 destination rows of 16
+ * bfloat16. Each source row is rounded in two registers that pair it with
+ * row k + 8 (columns 0-3, then 4-7), so one pack gives a register of rows k
+ * and k + 8 in bfloat16, the layout the 16-bit 16x8 tile starts from: the
+ * transpose moves half the bytes it would in float32. NaNs are rare, so the
+ * tile is made with plain rounding while noting whether any lane was NaN,
+ * and only then made again with the exact NaN rule. */
+AVX2 static inline __m256i bf16_pair(const unsigned char *s, int64_t ss, bool exact,
+                                     __m256 *nan) {
+    __m256i lo = PAIR(s, s + 8 * ss), hi = PAIR(s + 16, s + 8 * ss + 16);
+    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi),
+                                            _CMP_UNORD_Q));
+    if (exact) return _mm256_packus_epi32(bf16_of8(lo), bf16_of8(hi));
+    return _mm256_packus_epi32(bf16_round8(lo), bf16_round8(hi));
 }
 
-AVX2 static inline void tile_f32_bf16_8x8(unsigned char *d, int64_t ds, const unsigned char *s,
-                                          int64_t ss) {
-    __m256i o0, o1, o2, o3, o4, o5, o6, o7;
-    COLUMNS8x32(s, ss, o0, o1, o2, o3, o4, o5, o6, o7);
-    put_bf16x2(d, ds, o0, o1);
-    put_bf16x2(d + 2 * ds, ds, o2, o3);
-    put_bf16x2(d + 4 * ds, ds, o4, o5);
-    put_bf16x2(d + 6 * ds, ds, o6, o7);
+AVX2 static inline void bf16_tile(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss,
+                                  bool exact, __m256 *nan) {
+    TRANSPOSE8x16(__m256i, _mm256_unpack, ST256, d, ds, bf16_pair(s, ss, exact, nan),
+                  bf16_pair(s + ss, ss, exact, nan), bf16_pair(s + 2 * ss, ss, exact, nan),
+                  bf16_pair(s + 3 * ss, ss, exact, nan), bf16_pair(s + 4 * ss, ss, exact, nan),
+                  bf16_pair(s + 5 * ss, ss, exact, nan), bf16_pair(s + 6 * ss, ss, exact, nan),
+                  bf16_pair(s + 7 * ss, ss, exact, nan));
+}
+
+AVX2 static inline void tile_f32_bf16_16x8(unsigned char *d, int64_t ds, const unsigned char *s,
+                                           int64_t ss) {
+    __m256 nan = _mm256_setzero_ps();
+    bf16_tile(d, ds, s, ss, false, &nan);
+    if (__builtin_expect(!_mm256_testz_ps(nan, nan), 0)) bf16_tile(d, ds, s, ss, true, &nan);
 }
 
 /* 4x4 of 64-bit elements: rows k and k + 2 share a register. */
@@ -290,9 +308,9 @@ AVX2 static inline void tile2_16x8(unsigned char *d, int64_t ds, const unsigned 
 }
 
 TILED(avx2_2, 8, 16, 2, 2, tile2_16x8, sse2_2, AVX2)
-TILED(avx2_4, 8, 8, 4, 4, tile4_8x8, sse2_4, AVX2)
+TILED(avx2_4, 4, 8, 4, 4, tile4_4x8, sse2_4, AVX2)
 TILED(avx2_8, 4, 4, 8, 8, tile8_4x4, sse2_8, AVX2)
-TILED(avx2_f32_bf16, 8, 8, 4, 2, tile_f32_bf16_8x8, sse2_f32_bf16, AVX2)
+TILED(avx2_f32_bf16, 8, 16, 4, 2, tile_f32_bf16_16x8, sse2_f32_bf16, AVX2)
 #endif /* JP_X86 */
 
 jp_transpose_fn jp_transpose_for(size_t esize) {
