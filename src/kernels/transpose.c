@@ -385,5 +385,5 @@ void jp_stream_fence(void) {
 
 void jp_prefetch_rows(const unsigned char *src, int64_t ss, int rows, size_t bytes) {
     for (int r = 0; r < rows; r++)
-        for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(src + r * ss + (int64_t)k, 0, 3);
+        for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(src + r * ss + (int64_t)k, 0, 2);
 }

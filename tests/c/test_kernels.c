@@ -287,21 +287,21 @@ static void test_pool(void) {
 
     /* A transpose + cast big enough to be split gives the same bytes on 1
      * and 3 threads. */
-    const int64_t shape[2] = {700, 900};
+    const int64_t shape[2] = {1000, 1100};
     const int perm[2] = {1, 0};
-    float *src = malloc(700 * 900 * sizeof *src);
-    uint16_t *one = malloc(700 * 900 * 2), *three = malloc(700 * 900 * 2);
+    float *src = malloc(1000 * 1100 * sizeof *src);
+    uint16_t *one = malloc(1000 * 1100 * 2), *three = malloc(1000 * 1100 * 2);
     CHECK(src && one && three);
     if (src && one && three) {
-        for (int i = 0; i < 700 * 900; i++) src[i] = (float)i * 0.37f;
+        for (int i = 0; i < 1000 * 1100; i++) src[i] = (float)i * 0.37f;
         CHECK_EQ_U64(jp_permute_cast_strided(one, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
                                              perm, NULL, &err),
                      JP_OK);
         CHECK_EQ_U64(jp_permute_cast_strided(three, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
                                              perm, pool, &err),
                      JP_OK);
-        CHECK(memcmp(one, three, 700 * 900 * 2) == 0);
-        CHECK_EQ_U64(three[1], bf16_bits(src[900]));
+        CHECK(memcmp(one, three, 1000 * 1100 * 2) == 0);
+        CHECK_EQ_U64(three[1], bf16_bits(src[1100]));
     }
     free(src);
     free(one);
