@@ -231,54 +231,50 @@ AVX2 static inline void tile4_4x8(unsigned char *d, int64_t ds, const unsigned c
     ST256(d + 3 * ds, _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0xEE)));
 }
 
-/* float32 -> bfloat16 on eight lanes, rounded to nearest even, for values
- * that are not NaN: the result in the low 16 bits of each 32-bit lane. */
-AVX2 static inline __m256i bf16_round8(__m256i u) {
-    __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
-                                 _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
-    return _mm256_srli_epi32(r, 16);
-}
-
-/* The same with NaN made the canonical quiet NaN with its sign, as
- * jp_bf16_from_f32. */
-AVX2 static inline __m256i bf16_of8(__m256i u) {
-    __m256i nan = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
-                                  _mm256_set1_epi32(0x7fc0));
+/* float32 -> bfloat16 on eight lanes, rounded to nearest even: the result
+ * in the high 16 bits of each 32-bit lane (the low bits are left over). With
+ * exact set, NaN becomes the canonical quiet NaN with its sign, as
+ * jp_bf16_from_f32 does; without, NaN lanes come out wrong and the caller
+ * redoes them. */
+AVX2 static inline __m256i bf16_high8(__m256i u, bool exact) {
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    if (!exact) return r;
+    __m256i nan = _mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u)),
+                                  _mm256_set1_epi32(0x7fc00000));
     __m256 f = _mm256_castsi256_ps(u);
-    return _mm256_blendv_epi8(bf16_round8(u), nan,
-                              _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    return _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
 }
 
-/* True where a lane of a or b is NaN. */
-#define ANY_NAN2(a, b) \
-    _mm256_cmp_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _CMP_UNORD_Q)
+/* Rows a and b in bfloat16, interleaved: each 32-bit lane holds a's value
+ * in its low half and b's in its high half. */
+#define BF16_INTERLEAVE(a, b) _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA)
 
-/* 16 source rows by 8 columns of float32 into 8 destination rows of 16
- * bfloat16. Each source row is rounded in two registers that pair it with
- * row k + 8 (columns 0-3, then 4-7), so one pack gives a register of rows k
- * and k + 8 in bfloat16, the layout the 16-bit 16x8 tile starts from: the
- * transpose moves half the bytes it would in float32. NaNs are rare, so the
+/* 16 source rows by 4 columns of float32 into 4 destination rows of 16
+ * bfloat16. Source rows k and k + 8 share a register; after rounding, one
+ * blend puts rows k and k + 1 side by side in each 32-bit lane, so what is
+ * left is a 4x4 transpose of 32-bit lanes in each half. NaNs are rare: the
  * tile is made with plain rounding while noting whether any lane was NaN,
  * and only then made again with the exact NaN rule. */
-AVX2 static inline __m256i bf16_pair(const unsigned char *s, int64_t ss, bool exact,
-                                     __m256 *nan) {
-    __m256i lo = PAIR(s, s + 8 * ss), hi = PAIR(s + 16, s + 8 * ss + 16);
-    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi),
-                                            _CMP_UNORD_Q));
-    if (exact) return _mm256_packus_epi32(bf16_of8(lo), bf16_of8(hi));
-    return _mm256_packus_epi32(bf16_round8(lo), bf16_round8(hi));
-}
-
 AVX2 static inline void bf16_tile(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss,
                                   bool exact, __m256 *nan) {
-    TRANSPOSE8x16(__m256i, _mm256_unpack, ST256, d, ds, bf16_pair(s, ss, exact, nan),
-                  bf16_pair(s + ss, ss, exact, nan), bf16_pair(s + 2 * ss, ss, exact, nan),
-                  bf16_pair(s + 3 * ss, ss, exact, nan), bf16_pair(s + 4 * ss, ss, exact, nan),
-                  bf16_pair(s + 5 * ss, ss, exact, nan), bf16_pair(s + 6 * ss, ss, exact, nan),
-                  bf16_pair(s + 7 * ss, ss, exact, nan));
+    __m256i x[4];
+    for (int j = 0; j < 4; j++) {
+        __m256i a = PAIR(s + 2 * j * ss, s + (2 * j + 8) * ss);
+        __m256i b = PAIR(s + (2 * j + 1) * ss, s + (2 * j + 9) * ss);
+        *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b),
+                                                _CMP_UNORD_Q));
+        x[j] = BF16_INTERLEAVE(bf16_high8(a, exact), bf16_high8(b, exact));
+    }
+    __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]), t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(x[2], x[3]), t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+    ST256(d, _mm256_unpacklo_epi64(t0, t2));
+    ST256(d + ds, _mm256_unpackhi_epi64(t0, t2));
+    ST256(d + 2 * ds, _mm256_unpacklo_epi64(t1, t3));
+    ST256(d + 3 * ds, _mm256_unpackhi_epi64(t1, t3));
 }
 
-AVX2 static inline void tile_f32_bf16_16x8(unsigned char *d, int64_t ds, const unsigned char *s,
+AVX2 static inline void tile_f32_bf16_4x16(unsigned char *d, int64_t ds, const unsigned char *s,
                                            int64_t ss) {
     __m256 nan = _mm256_setzero_ps();
     bf16_tile(d, ds, s, ss, false, &nan);
@@ -310,7 +306,7 @@ AVX2 static inline void tile2_16x8(unsigned char *d, int64_t ds, const unsigned 
 TILED(avx2_2, 8, 16, 2, 2, tile2_16x8, sse2_2, AVX2)
 TILED(avx2_4, 4, 8, 4, 4, tile4_4x8, sse2_4, AVX2)
 TILED(avx2_8, 4, 4, 8, 8, tile8_4x4, sse2_8, AVX2)
-TILED(avx2_f32_bf16, 8, 16, 4, 2, tile_f32_bf16_16x8, sse2_f32_bf16, AVX2)
+TILED(avx2_f32_bf16, 4, 16, 4, 2, tile_f32_bf16_4x16, sse2_f32_bf16, AVX2)
 #endif /* JP_X86 */
 
 jp_transpose_fn jp_transpose_for(size_t esize) {
