@@ -182,8 +182,6 @@ static place locate(const plan *p, uint64_t it) {
     return at;
 }
 
-
-
 typedef struct job {
     const plan *p;
     uint64_t per; /* items per task */
@@ -203,12 +201,13 @@ static void task(void *ctx, size_t t, int worker) {
             ok = run_cast(p, at.d, p->ds[inner], at.s, p->ss[inner], at.ci);
         }
     } else {
-        place at = locate(p, lo), next;
+        place at = locate(p, lo);
         for (uint64_t it = lo; it < hi && ok; it++) {
+            place next;
             bool more = it + 1 < hi;
             if (more) next = locate(p, it + 1);
             ok = block(p, &at, more ? &next : NULL);
-            at = next;
+            if (more) at = next;
         }
     }
     if (!ok) atomic_store(&j->failed, true);
@@ -239,13 +238,13 @@ static void choose_walk(plan *p, uint64_t numel) {
         p->bi = ROW_BYTES / dsz;
         p->ba = p->stream ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
         p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
-        /* A streamed block is made 8 source rows at a time (16 for the
-         * kernels whose micro-tile takes 16): the fewer rows read at once,
-         * the better the reads stream. */
         p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16;
         p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;
         p->tr = p->fused ? jp_transpose_f32_bf16()
                          : jp_transpose_for((size_t)(p->cast_first || p->cast.copy ? dsz : ssz));
+        /* A streamed block is made 8 source rows at a time (16 for the
+         * kernels whose micro-tile takes 16): the fewer rows read at once,
+         * the better the reads stream. */
         p->step = p->fused || dsz == 2 ? 16 : 8;
     }
     /* A streamed destination's blocks along the inner axis start on its
