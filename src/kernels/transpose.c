@@ -207,7 +207,6 @@ TILED(sse2_f32_bf16, 4, 4, 4, 2, tile_f32_bf16_4x4, portable_f32_bf16, )
 /* ---- AVX2 */
 #define AVX2 __attribute__((target("avx2")))
 #define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
-#define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 /* 128 bits from each of lo and hi, as the low and high halves. */
 #define PAIR(lo, hi) _mm256_inserti128_si256(_mm256_castsi128_si256(LD128(lo)), LD128(hi), 1)
 #define PAIR_PS(lo, hi)                                                                    \

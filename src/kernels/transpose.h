@@ -26,8 +26,9 @@ void jp_put_rows(unsigned char *dst, int64_t ds, const unsigned char *src, int64
                  size_t bytes, bool stream);
 void jp_stream_fence(void);
 
-/* Asks the cache for `rows` rows of `bytes` bytes at src (row stride ss),
- * which the next block will read. */
+/* Asks for `rows` rows of `bytes` bytes at src (row stride ss), which the
+ * next block will read, to be brought into L2 (into L1 they would evict the
+ * block being made). */
 void jp_prefetch_rows(const unsigned char *src, int64_t ss, int rows, size_t bytes);
 
 #endif /* JP_KERNELS_TRANSPOSE_H */
