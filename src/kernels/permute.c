@@ -51,7 +51,8 @@ typedef struct plan {
     bool fused;         /* tr casts as it goes (float32 -> bfloat16) */
     bool cast_first;    /* tiles with a narrowing cast: cast source runs, then transpose */
     bool stream;        /* tiles: write whole lines around the cache */
-    int64_t step;       /* streamed tiles: source rows made in scratch at a time */
+    bool stage;         /* tiles: make blocks in scratch, then write them out by rows */
+    int64_t step;       /* staged tiles: source rows made in scratch at a time */
     int64_t shift;      /* tiles: elements before the first 64-byte boundary of a row */
 } plan;
 
@@ -84,13 +85,14 @@ static bool run_cast(const plan *p, unsigned char *d, int64_t ds, const unsigned
 /* One block of the tiles walk: ra rows along a by ci columns along the
  * inner axis (at most ROW_BYTES of destination), at s and d.
  *
- * Without a cast (or with the fused one) a cached destination is written
- * by the block transpose directly. A streamed one is made in scratch (16
- * KiB, in L1), a few source rows at a time while the same rows of the next
- * block are prefetched, and then written out around the cache: each
- * destination row gets ROW_BYTES (four whole lines) in a row and only a few
- * source rows are read at once, the two things the memory system wants (one
- * line per row, or 32 rows read at once, run at half the speed).
+ * Without a cast (or with the fused one) the block is made in scratch (16
+ * KiB, in L1) when staged, a few source rows at a time while the same rows
+ * of the next block are prefetched, and then written out by rows (around
+ * the cache when streamed): each destination row gets ROW_BYTES (four whole
+ * lines) in a row and only a few source rows are read at once, the two
+ * things the memory system wants (one line per row, or 32 rows read at
+ * once, run at half the speed). Otherwise the block transpose writes the
+ * destination directly.
  *
  * With another cast, each group of SUB rows is made in scratch (transposed
  * and cast), then written out a row at a time. */
@@ -101,7 +103,7 @@ static bool block(const plan *p, const place *at, const place *next) {
     const unsigned char *s = at->s;
     unsigned char *d = at->d;
     if (c->copy || p->fused) {
-        if (!p->stream) {
+        if (!p->stage) {
             p->tr(d, ds, s, ss, (int)ra, (int)ci);
             return true;
         }
@@ -115,7 +117,7 @@ static bool block(const plan *p, const place *at, const place *next) {
             int64_t cn = ci - c0 < step ? ci - c0 : step;
             p->tr(stage + c0 * dsz, ci * dsz, s + c0 * ss, ss, (int)ra, (int)cn);
         }
-        jp_put_rows(d, ds, stage, ci * dsz, (int)ra, (size_t)(ci * dsz), true);
+        jp_put_rows(d, ds, stage, ci * dsz, (int)ra, (size_t)(ci * dsz), p->stream);
         return true;
     }
     _Alignas(64) unsigned char out[SUB * ROW_BYTES], mid[SUB * ROW_BYTES]; /* mid: the other dtype, same count */
@@ -139,13 +141,13 @@ static bool block(const plan *p, const place *at, const place *next) {
 }
 
 /* Where item number `it` is: its place on every axis, then its block or run.
- * Consecutive streamed blocks go along a, so each of a block's source rows
+ * Consecutive staged blocks go along a, so each of a block's source rows
  * goes on where the last block's left off (the prefetch of the next block
- * reads on along the same rows); cached blocks go along the inner axis. */
+ * reads on along the same rows); other blocks go along the inner axis. */
 static place locate(const plan *p, uint64_t it) {
     int inner = p->nd - 1;
     int64_t ki, ka;
-    if (p->stream) {
+    if (p->stage) {
         ka = (int64_t)(it % (uint64_t)p->nba);
         it /= (uint64_t)p->nba;
         ki = (int64_t)(it % (uint64_t)p->nbi);
@@ -231,12 +233,18 @@ static void choose_walk(plan *p, uint64_t numel) {
     if (p->walk != WALK_TILES) {
         p->bi = CHUNK_BYTES / (ssz + dsz);
     } else {
-        /* A block is ROW_BYTES of destination wide; a streamed one is
-         * STREAM_ROWS long, a cached one long enough along a to read about
-         * TILE_BYTES. */
+        /* A block is ROW_BYTES of destination wide; a staged one is
+         * STREAM_ROWS long, another long enough along a to read about
+         * TILE_BYTES. Streamed blocks are staged, and so are cached ones
+         * whose source rows are a multiple of 512 bytes apart: the block
+         * transpose reads all its rows at once, and 64 such rows fall in 8
+         * or fewer sets of the L1 cache, which holds 8 lines a set, so
+         * they would evict each other (a 1024 x 1024 float32 transpose ran
+         * at half the speed). */
         p->stream = numel * (uint64_t)dsz >= STREAM_MIN;
+        p->stage = p->stream || p->ss[inner] % 512 == 0;
         p->bi = ROW_BYTES / dsz;
-        p->ba = p->stream ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
+        p->ba = p->stage ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
         p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
         p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16;
         p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;

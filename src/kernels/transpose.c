@@ -349,19 +349,21 @@ jp_transpose_fn jp_transpose_f32_bf16(void) {
 void jp_put_rows(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss, int rows,
                  size_t bytes, bool stream) {
 #ifdef JP_X86
-    if (stream && bytes % 64 == 0) {
+    /* Rows are short (a block's, at most ROW_BYTES), so they are copied
+     * inline: a call to memcpy per row costs as much as the copy. */
+    if (bytes % 16 == 0) {
         for (int r = 0; r < rows; r++) {
             unsigned char *d = dst + r * ds;
             const unsigned char *s = src + r * ss;
-            if (((uintptr_t)d & 63) != 0) {
-                memcpy(d, s, bytes);
-                continue;
-            }
-            for (size_t k = 0; k < bytes; k += 64) {
-                _mm_stream_si128((__m128i *)(void *)(d + k), LD128(s + k));
-                _mm_stream_si128((__m128i *)(void *)(d + k + 16), LD128(s + k + 16));
-                _mm_stream_si128((__m128i *)(void *)(d + k + 32), LD128(s + k + 32));
-                _mm_stream_si128((__m128i *)(void *)(d + k + 48), LD128(s + k + 48));
+            if (stream && bytes % 64 == 0 && ((uintptr_t)d & 63) == 0) {
+                for (size_t k = 0; k < bytes; k += 64) {
+                    _mm_stream_si128((__m128i *)(void *)(d + k), LD128(s + k));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 16), LD128(s + k + 16));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 32), LD128(s + k + 32));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 48), LD128(s + k + 48));
+                }
+            } else {
+                for (size_t k = 0; k < bytes; k += 16) ST128(d + k, LD128(s + k));
             }
         }
         return;
