@@ -215,7 +215,8 @@ static void test_simd_levels(void) {
     } kinds[] = {{JP_U8, JP_U8},   {JP_BF16, JP_BF16}, {JP_F32, JP_F32},
                  {JP_F64, JP_F64}, {JP_C128, JP_C128}, {JP_F32, JP_BF16}};
     static const int64_t shapes[][2] = {{1, 1},  {1, 37},  {37, 1},  {7, 9},   {8, 8},   {16, 16},
-                                        {17, 33}, {64, 64}, {65, 130}, {300, 257}, {3, 1000}};
+                                        {17, 33}, {64, 64}, {65, 130}, {300, 257}, {3, 1000},
+                                        {37, 128}, {130, 256}, {70, 512}};
     const char *levels[] = {"portable", "sse2", NULL};
     size_t cap = 1300 * 1700 * 16 + 16;
     unsigned char *src = malloc(cap);

@@ -257,8 +257,9 @@ def test_strided_views_match_numpy(case, level):
 # take: the gather walk does it) and a source that starts one element in.
 FAST_CASES = [("uint8", None), ("bfloat16", None), ("float32", None), ("float64", None),
               ("complex128", None), ("float32", "bfloat16")]
+# Rows 512 bytes apart (or a multiple) take the staged path even when small.
 FAST_SHAPES = [(1, 1), (1, 37), (37, 1), (0, 9), (9, 0), (7, 9), (8, 8), (16, 16), (17, 33),
-               (64, 64), (65, 130), (300, 257), (4, 1000)]
+               (64, 64), (65, 130), (300, 257), (4, 1000), (37, 128), (130, 256), (70, 512)]
 
 
 @pytest.mark.parametrize("src,dst", FAST_CASES, ids=[f"{s}-{d}" for s, d in FAST_CASES])
