@@ -4,7 +4,9 @@
 
 For each shape (Linear weights (out, in) -> (in, out), and a conv kernel
 (O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
-times, best of N runs on the same source and destination buffers:
+times, best of N runs on the same source and destination buffers, the four
+taking turns run by run (so that a busy spell of a shared machine falls on
+all of them, not on one):
   memcpy  numpy.copyto between contiguous f32 buffers of the source's size
           (one thread, glibc memcpy)
   numpy   a.transpose(perm).copy(), or .astype(bfloat16, order="C") (one thread)
@@ -36,14 +38,21 @@ QUICK = [
 ]
 
 
-def best(fn, repeat):
-    fn()  # warm up: page faults, caches
-    times = []
+def best(fns, repeat, small):
+    """The best time of each function, the functions taking turns. A small
+    tensor lives in the caches, so there each timed run comes right after an
+    untimed one of the same function, as it would in a loop of its own."""
+    for fn in fns:
+        fn()  # warm up: page faults, caches
+    times = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for k, fn in enumerate(fns):
+            if small:
+                fn()
+            t = time.perf_counter()
+            fn()
+            times[k] = min(times[k], time.perf_counter() - t)
+    return times
 
 
 def main():
@@ -71,13 +80,13 @@ def main():
             def run(**kw):
                 _core.permute_cast(src, "float32", shape, None, perm, dt.name, out=dst, **kw)
 
-            t_copy = best(lambda: np.copyto(copy_dst, src), args.repeat)
             if cast == "f32":
-                t_np = best(lambda: src.transpose(perm).copy(), args.repeat)
+                numpy_fn = lambda: src.transpose(perm).copy()  # noqa: E731
             else:
-                t_np = best(lambda: src.transpose(perm).astype(dt, order="C"), args.repeat)
-            t1 = best(lambda: run(threads=1), args.repeat)
-            tn = best(lambda: run(pool=pool), args.repeat)
+                numpy_fn = lambda: src.transpose(perm).astype(dt, order="C")  # noqa: E731
+            t_copy, t_np, t1, tn = best([lambda: np.copyto(copy_dst, src), numpy_fn,
+                                         lambda: run(threads=1), lambda: run(pool=pool)],
+                                        args.repeat, moved < (8 << 20))
             want = src.transpose(perm).astype(dt, order="C")
             assert dst.tobytes() == want.tobytes(), f"{name} {cast}: wrong result"
             mem = 2 * src.nbytes / t_copy / 1e9

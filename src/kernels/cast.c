@@ -24,6 +24,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CHUNK 256 /* scalars per pass through the buffer between two stages */
@@ -264,8 +265,19 @@ F16C static size_t f16_to_f32_f16c(const jp_cast *c, void *dst, const void *src,
     }
     return i + f16_to_f32_stage(c, out + i, in + i, n - i);
 }
-static bool has_f16c(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }
+static bool has_f16c(void) { return jp_simd_level() >= JP_SIMD_AVX2 && __builtin_cpu_supports("f16c"); }
 #endif
+
+jp_simd jp_simd_level(void) {
+    const char *want = getenv("JAXPORT_SIMD");
+    if (want && strcmp(want, "portable") == 0) return JP_SIMD_PORTABLE;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (want && strcmp(want, "sse2") == 0) return JP_SIMD_SSE2;
+    return __builtin_cpu_supports("avx2") ? JP_SIMD_AVX2 : JP_SIMD_SSE2;
+#else
+    return JP_SIMD_PORTABLE;
+#endif
+}
 
 static size_t e8m0_from_f32_stage(const jp_cast *c, void *dst, const void *src, size_t n) {
     (void)c;

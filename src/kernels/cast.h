@@ -19,6 +19,13 @@ static inline uint16_t jp_bf16_from_f32(uint32_t u) {
     return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : r);
 }
 
+/* The instruction sets the kernels use: what the CPU has, lowered by the
+ * environment variable JAXPORT_SIMD ("portable": plain C only; "sse2": no
+ * AVX2 or F16C), which is how the tests run every path on one machine. Read
+ * when a cast or transpose is planned, so a change applies to later calls. */
+typedef enum { JP_SIMD_PORTABLE, JP_SIMD_SSE2, JP_SIMD_AVX2 } jp_simd;
+jp_simd jp_simd_level(void);
+
 typedef struct jp_cast jp_cast;
 
 /* Converts n scalars; returns n, or the index of the first one that does not

@@ -25,11 +25,12 @@
 #define RUN 256                   /* elements per gather pass */
 #define SUB 32                    /* rows of a block made in scratch at a time */
 #define ROW_BYTES 256             /* most destination bytes per row of a block */
-#define TILE_BYTES (256 * 1024)   /* source bytes per block, about */
+#define TILE_BYTES (256 * 1024)   /* source bytes per cached block, about */
+#define STREAM_ROWS 64            /* destination rows per streamed block */
 #define STREAM_MIN (8u << 20)     /* destinations this large bypass the cache */
 #define CHUNK_BYTES (256 * 1024)  /* source + destination bytes per run chunk */
 #define TASK_BYTES (512 * 1024)   /* bytes moved per pool task, about */
-#define PARALLEL_MIN (1u << 20)   /* tensors moving fewer bytes stay on one thread */
+#define PARALLEL_MIN (4u << 20)   /* tensors moving fewer bytes stay on one thread */
 
 typedef enum { WALK_ROWS, WALK_TILES, WALK_GATHER } walk;
 
@@ -47,12 +48,21 @@ typedef struct plan {
     int64_t nba, nbi;   /* blocks or chunks along a and the inner axis */
     uint64_t items;
     jp_transpose_fn tr; /* tiles: the block transpose, in the size it moves */
-    jp_lines_fn lines;  /* tiles without a cast (or fused): whole destination lines */
     bool fused;         /* tr casts as it goes (float32 -> bfloat16) */
     bool cast_first;    /* tiles with a narrowing cast: cast source runs, then transpose */
     bool stream;        /* tiles: write whole lines around the cache */
+    bool stage;         /* tiles: make blocks in scratch, then write them out by rows */
+    int64_t step;       /* staged tiles: source rows made in scratch at a time */
     int64_t shift;      /* tiles: elements before the first 64-byte boundary of a row */
 } plan;
+
+/* One item's place: its source and destination, and its extent along a
+ * (ra, tiles only) and the inner axis (ci). */
+typedef struct place {
+    const unsigned char *s;
+    unsigned char *d;
+    int64_t ra, ci;
+} place;
 
 /* Casts the run of n elements at s (source stride ss bytes) to d (stride ds);
  * false when a value does not fit. */
@@ -73,21 +83,41 @@ static bool run_cast(const plan *p, unsigned char *d, int64_t ds, const unsigned
 }
 
 /* One block of the tiles walk: ra rows along a by ci columns along the
- * inner axis (at most ROW_BYTES of destination), at s and d. With a cast,
- * each group of SUB rows is made in scratch (transposed and cast), then
- * written out a row at a time. */
-static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64_t ra, int64_t ci) {
+ * inner axis (at most ROW_BYTES of destination), at s and d.
+ *
+ * Without a cast (or with the fused one) the block is made in scratch (16
+ * KiB, in L1) when staged, a few source rows at a time while the same rows
+ * of the next block are prefetched, and then written out by rows (around
+ * the cache when streamed): each destination row gets ROW_BYTES (four whole
+ * lines) in a row and only a few source rows are read at once, the two
+ * things the memory system wants (one line per row, or 32 rows read at
+ * once, run at half the speed). Otherwise the block transpose writes the
+ * destination directly.
+ *
+ * With another cast, each group of SUB rows is made in scratch (transposed
+ * and cast), then written out a row at a time. */
+static bool block(const plan *p, const place *at, const place *next) {
     const jp_cast *c = &p->cast;
     int64_t ssz = (int64_t)c->src_size, dsz = (int64_t)c->dst_size, ds = p->ds[p->a],
-            ss = p->ss[p->nd - 1];
+            ss = p->ss[p->nd - 1], ra = at->ra, ci = at->ci;
+    const unsigned char *s = at->s;
+    unsigned char *d = at->d;
     if (c->copy || p->fused) {
-        /* Straight to the destination: aligned whole lines of a streamed
-         * destination by the line kernel, the rest by the block transpose. */
-        if (p->lines && p->stream && ci * dsz == 64 && ((uintptr_t)d & 63) == 0 && ds % 64 == 0) {
-            p->lines(d, ds, s, ss, (int)ra);
-        } else {
+        if (!p->stage) {
             p->tr(d, ds, s, ss, (int)ra, (int)ci);
+            return true;
         }
+        _Alignas(64) unsigned char stage[STREAM_ROWS * ROW_BYTES];
+        int64_t step = p->step;
+        for (int64_t c0 = 0; c0 < ci; c0 += step) {
+            if (next && c0 < next->ci)
+                jp_prefetch_rows(next->s + c0 * ss, ss,
+                                 (int)(next->ci - c0 < step ? next->ci - c0 : step),
+                                 (size_t)(next->ra * ssz));
+            int64_t cn = ci - c0 < step ? ci - c0 : step;
+            p->tr(stage + c0 * dsz, ci * dsz, s + c0 * ss, ss, (int)ra, (int)cn);
+        }
+        jp_put_rows(d, ds, stage, ci * dsz, (int)ra, (size_t)(ci * dsz), p->stream);
         return true;
     }
     _Alignas(64) unsigned char out[SUB * ROW_BYTES], mid[SUB * ROW_BYTES]; /* mid: the other dtype, same count */
@@ -110,13 +140,24 @@ static bool block(const plan *p, unsigned char *d, const unsigned char *s, int64
     return true;
 }
 
-/* Item number `item`: its place on every axis, then its block or run. */
-static bool item(const plan *p, uint64_t it) {
+/* Where item number `it` is: its place on every axis, then its block or run.
+ * Consecutive staged blocks go along a, so each of a block's source rows
+ * goes on where the last block's left off (the prefetch of the next block
+ * reads on along the same rows); other blocks go along the inner axis. */
+static place locate(const plan *p, uint64_t it) {
     int inner = p->nd - 1;
-    int64_t ki = (int64_t)(it % (uint64_t)p->nbi);
-    it /= (uint64_t)p->nbi;
-    int64_t ka = (int64_t)(it % (uint64_t)p->nba);
-    it /= (uint64_t)p->nba;
+    int64_t ki, ka;
+    if (p->stage) {
+        ka = (int64_t)(it % (uint64_t)p->nba);
+        it /= (uint64_t)p->nba;
+        ki = (int64_t)(it % (uint64_t)p->nbi);
+        it /= (uint64_t)p->nbi;
+    } else {
+        ki = (int64_t)(it % (uint64_t)p->nbi);
+        it /= (uint64_t)p->nbi;
+        ka = (int64_t)(it % (uint64_t)p->nba);
+        it /= (uint64_t)p->nba;
+    }
     int64_t so = 0, dof = 0;
     for (int x = inner - 1; x >= 0; x--) {
         if (p->walk == WALK_TILES && x == p->a) continue;
@@ -126,14 +167,21 @@ static bool item(const plan *p, uint64_t it) {
         dof += k * p->ds[x];
     }
     int64_t first = p->shift ? p->shift : p->bi, i0 = ki ? first + (ki - 1) * p->bi : 0;
-    int64_t ci = ki ? p->bi : first;
-    if (ci > p->n[inner] - i0) ci = p->n[inner] - i0;
+    place at;
+    at.ci = ki ? p->bi : first;
+    if (at.ci > p->n[inner] - i0) at.ci = p->n[inner] - i0;
     so += i0 * p->ss[inner];
     dof += i0 * p->ds[inner];
-    if (p->walk != WALK_TILES)
-        return run_cast(p, p->dst + dof, p->ds[inner], p->src + so, p->ss[inner], ci);
-    int64_t a0 = ka * p->ba, ra = p->n[p->a] - a0 < p->ba ? p->n[p->a] - a0 : p->ba;
-    return block(p, p->dst + dof + a0 * p->ds[p->a], p->src + so + a0 * p->ss[p->a], ra, ci);
+    at.ra = 1;
+    if (p->walk == WALK_TILES) {
+        int64_t a0 = ka * p->ba;
+        at.ra = p->n[p->a] - a0 < p->ba ? p->n[p->a] - a0 : p->ba;
+        so += a0 * p->ss[p->a];
+        dof += a0 * p->ds[p->a];
+    }
+    at.s = p->src + so;
+    at.d = p->dst + dof;
+    return at;
 }
 
 typedef struct job {
@@ -145,13 +193,27 @@ typedef struct job {
 static void task(void *ctx, size_t t, int worker) {
     (void)worker;
     job *j = ctx;
-    uint64_t lo = (uint64_t)t * j->per, hi = lo + j->per < j->p->items ? lo + j->per : j->p->items;
-    for (uint64_t it = lo; it < hi; it++)
-        if (!item(j->p, it)) {
-            atomic_store(&j->failed, true);
-            break;
+    const plan *p = j->p;
+    uint64_t lo = (uint64_t)t * j->per, hi = lo + j->per < p->items ? lo + j->per : p->items;
+    bool ok = true;
+    if (p->walk != WALK_TILES) {
+        int inner = p->nd - 1;
+        for (uint64_t it = lo; it < hi && ok; it++) {
+            place at = locate(p, it);
+            ok = run_cast(p, at.d, p->ds[inner], at.s, p->ss[inner], at.ci);
         }
-    if (j->p->stream) jp_stream_fence();
+    } else {
+        place at = locate(p, lo);
+        for (uint64_t it = lo; it < hi && ok; it++) {
+            place next;
+            bool more = it + 1 < hi;
+            if (more) next = locate(p, it + 1);
+            ok = block(p, &at, more ? &next : NULL);
+            if (more) at = next;
+        }
+    }
+    if (!ok) atomic_store(&j->failed, true);
+    if (p->stream) jp_stream_fence();
 }
 
 /* Chooses the walk and its blocks. */
@@ -171,20 +233,27 @@ static void choose_walk(plan *p, uint64_t numel) {
     if (p->walk != WALK_TILES) {
         p->bi = CHUNK_BYTES / (ssz + dsz);
     } else {
-        /* A streamed block is one destination line wide (so 16 source
-         * rows for float32, which the prefetchers follow) and long enough
-         * along a to read about TILE_BYTES in long runs; a cached one is
-         * four lines wide, for fewer and longer calls. */
+        /* A block is ROW_BYTES of destination wide; a staged one is
+         * STREAM_ROWS long, another long enough along a to read about
+         * TILE_BYTES. Streamed blocks are staged, and so are cached ones
+         * whose source rows are a multiple of 512 bytes apart: the block
+         * transpose reads all its rows at once, and 64 such rows fall in 8
+         * or fewer sets of the L1 cache, which holds 8 lines a set, so
+         * they would evict each other (a 1024 x 1024 float32 transpose ran
+         * at half the speed). */
         p->stream = numel * (uint64_t)dsz >= STREAM_MIN;
-        p->bi = (p->stream ? 64 : ROW_BYTES) / dsz;
-        p->ba = TILE_BYTES / (p->bi * ssz);
+        p->stage = p->stream || p->ss[inner] % 512 == 0;
+        p->bi = ROW_BYTES / dsz;
+        p->ba = p->stage ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
         p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
-        p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16 &&
-                   jp_transpose_f32_bf16() != NULL;
+        p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16;
         p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;
-        p->lines = p->fused ? jp_lines_f32_bf16() : p->cast.copy ? jp_lines_for((size_t)dsz) : NULL;
         p->tr = p->fused ? jp_transpose_f32_bf16()
                          : jp_transpose_for((size_t)(p->cast_first || p->cast.copy ? dsz : ssz));
+        /* A streamed block is made 8 source rows at a time (16 for the
+         * kernels whose micro-tile takes 16): the fewer rows read at once,
+         * the better the reads stream. */
+        p->step = p->fused || dsz == 2 ? 16 : 8;
     }
     /* A streamed destination's blocks along the inner axis start on its
      * 64-byte lines, when every row starts at the same place in a line. */

@@ -1,10 +1,16 @@
 /* Transposing blocks. Portable C for every element size, SSE2 (part of
  * every x86-64) for the small-tile kernels, and AVX2 compiled with a target
- * attribute and picked at run time, so the binary runs on any x86-64.
+ * attribute and picked at run time (jp_simd_level), so the binary runs on
+ * any x86-64 and the tests can force each level.
  *
- * Each SIMD kernel does whole micro-tiles (8x8 or 4x4 elements: load a few
- * source rows, shuffle, store as many destination rows) and leaves the ragged
- * edges to the portable loop. */
+ * Each SIMD kernel does whole micro-tiles (load a few source rows, shuffle,
+ * store as many destination rows); ragged edges take one more tile that
+ * overlaps the last, and only blocks smaller than a tile go to the kernel a
+ * level down. The AVX2 tiles cross the two 128-bit halves of a register in
+ * the loads (source rows k and k + 4 share a register), so every shuffle
+ * stays within a half: the lane-crossing shuffles cost several times more.
+ * The tiles are written out register by register, without arrays, so that
+ * nothing is spilled to the stack. */
 #include "transpose.h"
 
 #include "cast.h"
@@ -39,23 +45,53 @@ PORTABLE(portable8, uint64_t)
 PORTABLE(portable16, u128)
 #undef PORTABLE
 
+/* float32 in, bfloat16 out, one element at a time. */
+static void portable_f32_bf16(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
+                              int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            uint32_t u;
+            memcpy(&u, src + c * ss + r * 4, 4);
+            uint16_t h = jp_bf16_from_f32(u);
+            memcpy(dst + r * ds + c * 2, &h, 2);
+        }
+}
+
 #ifdef JP_X86
-/* Runs micro-tiles of R x C with KERNEL and the edges with EDGE. */
-#define TILED(NAME, R, C, ES, KERNEL, EDGE, ATTR)                                              \
+/* Runs micro-tiles of R x C with KERNEL; a block smaller than one tile
+ * goes to EDGE. Ragged edges are covered by one more tile that overlaps the
+ * one before it: its overlap writes the same bytes again, which costs far
+ * less than finishing the edge element by element. When every destination
+ * row starts at the same place in a 32-byte unit, the tiles after the first
+ * start on those units, so that no store is split across cache lines. DES
+ * is the destination element size (the source's is ES). */
+#define TILED(NAME, R, C, ES, DES, KERNEL, EDGE, ATTR)                                          \
     ATTR static void NAME(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss, \
                           int rows, int cols) {                                                 \
-        int rr = rows - rows % (R), cc = cols - cols % (C);                                     \
-        for (int r = 0; r < rr; r += (R))                                                       \
-            for (int c = 0; c < cc; c += (C))                                                   \
-                KERNEL(dst + r * ds + c * (ES), ds, src + c * ss + r * (ES), ss);               \
-        if (cc < cols) EDGE(dst + cc * (ES), ds, src + cc * ss, ss, rr, cols - cc);             \
-        if (rr < rows) EDGE(dst + rr * ds, ds, src + rr * (ES), ss, rows - rr, cols);           \
+        if (rows < (R) || cols < (C)) {                                                         \
+            EDGE(dst, ds, src, ss, rows, cols);                                                 \
+            return;                                                                             \
+        }                                                                                       \
+        int mis = (int)((uintptr_t)dst & 31), skew = 0;                                         \
+        if (ds % 32 == 0 && mis % (DES) == 0) skew = ((32 - mis) & 31) / (DES) % (C);           \
+        for (int r = 0;; r += (R)) {                                                            \
+            if (r > rows - (R)) r = rows - (R);                                                 \
+            for (int c = 0;;) {                                                                 \
+                KERNEL(dst + r * ds + c * (DES), ds, src + c * ss + r * (ES), ss);              \
+                if (c == cols - (C)) break;                                                     \
+                c = c < skew ? skew : c + (C);                                                  \
+                if (c > cols - (C)) c = cols - (C);                                             \
+            }                                                                                   \
+            if (r == rows - (R)) break;                                                         \
+        }                                                                                       \
     }
 
 #define LD128(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
 #define ST128(p, v) _mm_storeu_si128((__m128i *)(void *)(p), v)
 #define LD64(p) _mm_loadl_epi64((const __m128i *)(const void *)(p))
 #define ST64(p, v) _mm_storel_epi64((__m128i *)(void *)(p), v)
+
+/* ---- SSE2 */
 
 static inline void tile1_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
     __m128i b0 = _mm_unpacklo_epi8(LD64(s), LD64(s + ss));
@@ -76,42 +112,52 @@ static inline void tile1_8x8(unsigned char *d, int64_t ds, const unsigned char *
     ST64(d + 7 * ds, _mm_unpackhi_epi64(d67, d67));
 }
 
-/* The 8x8 transpose of 16-bit lanes: out[k] is column k of the rows in a. */
-static inline void transpose8x16(__m128i a[8]) {
-    __m128i b[8];
-    for (int k = 0; k < 8; k += 2) {
-        b[k] = _mm_unpacklo_epi16(a[k], a[k + 1]);
-        b[k + 1] = _mm_unpackhi_epi16(a[k], a[k + 1]);
-    }
-    __m128i c0 = _mm_unpacklo_epi32(b[0], b[2]), c1 = _mm_unpackhi_epi32(b[0], b[2]);
-    __m128i c2 = _mm_unpacklo_epi32(b[1], b[3]), c3 = _mm_unpackhi_epi32(b[1], b[3]);
-    __m128i c4 = _mm_unpacklo_epi32(b[4], b[6]), c5 = _mm_unpackhi_epi32(b[4], b[6]);
-    __m128i c6 = _mm_unpacklo_epi32(b[5], b[7]), c7 = _mm_unpackhi_epi32(b[5], b[7]);
-    a[0] = _mm_unpacklo_epi64(c0, c4);
-    a[1] = _mm_unpackhi_epi64(c0, c4);
-    a[2] = _mm_unpacklo_epi64(c1, c5);
-    a[3] = _mm_unpackhi_epi64(c1, c5);
-    a[4] = _mm_unpacklo_epi64(c2, c6);
-    a[5] = _mm_unpackhi_epi64(c2, c6);
-    a[6] = _mm_unpacklo_epi64(c3, c7);
-    a[7] = _mm_unpackhi_epi64(c3, c7);
-}
+/* The 8x8 transpose of 16-bit lanes, within each 128-bit half for the
+ * 256-bit form: column k of rows a0..a7 is stored at d + k * ds. */
+#define TRANSPOSE8x16(T, UNPACK, STORE, d, ds, a0, a1, a2, a3, a4, a5, a6, a7)            \
+    do {                                                                                    \
+        T b0 = UNPACK##lo_epi16(a0, a1), b1 = UNPACK##hi_epi16(a0, a1);                     \
+        T b2 = UNPACK##lo_epi16(a2, a3), b3 = UNPACK##hi_epi16(a2, a3);                     \
+        T b4 = UNPACK##lo_epi16(a4, a5), b5 = UNPACK##hi_epi16(a4, a5);                     \
+        T b6 = UNPACK##lo_epi16(a6, a7), b7 = UNPACK##hi_epi16(a6, a7);                     \
+        T c0 = UNPACK##lo_epi32(b0, b2), c1 = UNPACK##hi_epi32(b0, b2);                     \
+        T c2 = UNPACK##lo_epi32(b1, b3), c3 = UNPACK##hi_epi32(b1, b3);                     \
+        T c4 = UNPACK##lo_epi32(b4, b6), c5 = UNPACK##hi_epi32(b4, b6);                     \
+        T c6 = UNPACK##lo_epi32(b5, b7), c7 = UNPACK##hi_epi32(b5, b7);                     \
+        STORE((d), UNPACK##lo_epi64(c0, c4));                                               \
+        STORE((d) + (ds), UNPACK##hi_epi64(c0, c4));                                        \
+        STORE((d) + 2 * (ds), UNPACK##lo_epi64(c1, c5));                                    \
+        STORE((d) + 3 * (ds), UNPACK##hi_epi64(c1, c5));                                    \
+        STORE((d) + 4 * (ds), UNPACK##lo_epi64(c2, c6));                                    \
+        STORE((d) + 5 * (ds), UNPACK##hi_epi64(c2, c6));                                    \
+        STORE((d) + 6 * (ds), UNPACK##lo_epi64(c3, c7));                                    \
+        STORE((d) + 7 * (ds), UNPACK##hi_epi64(c3, c7));                                    \
+    } while (0)
 
 static inline void tile2_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m128i a[8];
-    for (int k = 0; k < 8; k++) a[k] = LD128(s + k * ss);
-    transpose8x16(a);
-    for (int k = 0; k < 8; k++) ST128(d + k * ds, a[k]);
+    TRANSPOSE8x16(__m128i, _mm_unpack, ST128, d, ds, LD128(s), LD128(s + ss), LD128(s + 2 * ss),
+                  LD128(s + 3 * ss), LD128(s + 4 * ss), LD128(s + 5 * ss), LD128(s + 6 * ss),
+                  LD128(s + 7 * ss));
 }
 
+/* The 4x4 transpose of 32-bit lanes of a0..a3 into o0..o3. */
+#define TRANSPOSE4x32(a0, a1, a2, a3, o0, o1, o2, o3)                                \
+    do {                                                                             \
+        __m128i b0 = _mm_unpacklo_epi32(a0, a1), b1 = _mm_unpackhi_epi32(a0, a1);    \
+        __m128i b2 = _mm_unpacklo_epi32(a2, a3), b3 = _mm_unpackhi_epi32(a2, a3);    \
+        o0 = _mm_unpacklo_epi64(b0, b2);                                             \
+        o1 = _mm_unpackhi_epi64(b0, b2);                                             \
+        o2 = _mm_unpacklo_epi64(b1, b3);                                             \
+        o3 = _mm_unpackhi_epi64(b1, b3);                                             \
+    } while (0)
+
 static inline void tile4_4x4(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m128i a0 = LD128(s), a1 = LD128(s + ss), a2 = LD128(s + 2 * ss), a3 = LD128(s + 3 * ss);
-    __m128i b0 = _mm_unpacklo_epi32(a0, a1), b1 = _mm_unpackhi_epi32(a0, a1);
-    __m128i b2 = _mm_unpacklo_epi32(a2, a3), b3 = _mm_unpackhi_epi32(a2, a3);
-    ST128(d, _mm_unpacklo_epi64(b0, b2));
-    ST128(d + ds, _mm_unpackhi_epi64(b0, b2));
-    ST128(d + 2 * ds, _mm_unpacklo_epi64(b1, b3));
-    ST128(d + 3 * ds, _mm_unpackhi_epi64(b1, b3));
+    __m128i o0, o1, o2, o3;
+    TRANSPOSE4x32(LD128(s), LD128(s + ss), LD128(s + 2 * ss), LD128(s + 3 * ss), o0, o1, o2, o3);
+    ST128(d, o0);
+    ST128(d + ds, o1);
+    ST128(d + 2 * ds, o2);
+    ST128(d + 3 * ds, o3);
 }
 
 static inline void tile8_2x2(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
@@ -120,238 +166,165 @@ static inline void tile8_2x2(unsigned char *d, int64_t ds, const unsigned char *
     ST128(d + ds, _mm_unpackhi_epi64(a0, a1));
 }
 
-TILED(sse2_1, 8, 8, 1, tile1_8x8, portable1, )
-TILED(sse2_2, 8, 8, 2, tile2_8x8, portable2, )
-TILED(sse2_4, 4, 4, 4, tile4_4x4, portable4, )
-TILED(sse2_8, 2, 2, 8, tile8_2x2, portable8, )
+/* float32 -> bfloat16 on four lanes, as jp_bf16_from_f32: the result in the
+ * low 16 bits of each 32-bit lane. */
+static inline __m128i bf16_of4(__m128i u) {
+    __m128i hi = _mm_srli_epi32(u, 16);
+    __m128i r = _mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)),
+                              _mm_and_si128(hi, _mm_set1_epi32(1)));
+    r = _mm_srli_epi32(r, 16);
+    __m128i nan = _mm_or_si128(_mm_and_si128(hi, _mm_set1_epi32(0x8000)), _mm_set1_epi32(0x7fc0));
+    __m128i isnan = _mm_castps_si128(_mm_cmpunord_ps(_mm_castsi128_ps(u), _mm_castsi128_ps(u)));
+    return _mm_or_si128(_mm_and_si128(isnan, nan), _mm_andnot_si128(isnan, r));
+}
+
+/* Two rows of four bfloat16 (in 32-bit lanes) packed into one register,
+ * first row low. SSE2 packs only signed, so shift to signed and back. */
+static inline __m128i pack_bf16x4(__m128i a, __m128i b) {
+    __m128i bias = _mm_set1_epi32(0x8000);
+    __m128i p = _mm_packs_epi32(_mm_sub_epi32(a, bias), _mm_sub_epi32(b, bias));
+    return _mm_xor_si128(p, _mm_set1_epi16((short)0x8000));
+}
+
+static inline void tile_f32_bf16_4x4(unsigned char *d, int64_t ds, const unsigned char *s,
+                                     int64_t ss) {
+    __m128i o0, o1, o2, o3;
+    TRANSPOSE4x32(LD128(s), LD128(s + ss), LD128(s + 2 * ss), LD128(s + 3 * ss), o0, o1, o2, o3);
+    __m128i p01 = pack_bf16x4(bf16_of4(o0), bf16_of4(o1));
+    __m128i p23 = pack_bf16x4(bf16_of4(o2), bf16_of4(o3));
+    ST64(d, p01);
+    ST64(d + ds, _mm_unpackhi_epi64(p01, p01));
+    ST64(d + 2 * ds, p23);
+    ST64(d + 3 * ds, _mm_unpackhi_epi64(p23, p23));
+}
+
+TILED(sse2_1, 8, 8, 1, 1, tile1_8x8, portable1, )
+TILED(sse2_2, 8, 8, 2, 2, tile2_8x8, portable2, )
+TILED(sse2_4, 4, 4, 4, 4, tile4_4x4, portable4, )
+TILED(sse2_8, 2, 2, 8, 8, tile8_2x2, portable8, )
+TILED(sse2_f32_bf16, 4, 4, 4, 2, tile_f32_bf16_4x4, portable_f32_bf16, )
 
 /* ---- AVX2 */
 #define AVX2 __attribute__((target("avx2")))
-#define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 #define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+/* 128 bits from each of lo and hi, as the low and high halves. */
+#define PAIR(lo, hi) _mm256_inserti128_si256(_mm256_castsi128_si256(LD128(lo)), LD128(hi), 1)
+#define PAIR_PS(lo, hi)                                                                    \
+    _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps((const float *)(const void *)(lo))), \
+                         _mm_loadu_ps((const float *)(const void *)(hi)), 1)
 
-/* The 8x8 transpose of 32-bit lanes: out[k] is column k of the rows in a. */
-AVX2 static inline void transpose8x32(__m256i a[8]) {
-    __m256 r[8], t[8];
-    for (int k = 0; k < 8; k++) r[k] = _mm256_castsi256_ps(a[k]);
-    for (int k = 0; k < 8; k += 2) {
-        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-    }
-    __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
-    a[0] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x20));
-    a[1] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x20));
-    a[2] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x20));
-    a[3] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x20));
-    a[4] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x31));
-    a[5] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x31));
-    a[6] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x31));
-    a[7] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x31));
+/* 8 source rows by 4 columns of 32-bit elements: rows k and k + 4 share a
+ * register, and a 4x4 transpose in each half makes whole destination rows
+ * of 8. Only four destination rows are open at a time, which matters when
+ * their stride is a multiple of 4 KiB (a conv kernel's (kh, kw, I, O)
+ * layout): eight rows in one cache set at once cost more than the wider
+ * tile saves. */
+AVX2 static inline void tile4_4x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
+    __m256 a0 = PAIR_PS(s, s + 4 * ss), a1 = PAIR_PS(s + ss, s + 5 * ss);
+    __m256 a2 = PAIR_PS(s + 2 * ss, s + 6 * ss), a3 = PAIR_PS(s + 3 * ss, s + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    ST256(d, _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0x44)));
+    ST256(d + ds, _mm256_castps_si256(_mm256_shuffle_ps(t0, t2, 0xEE)));
+    ST256(d + 2 * ds, _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0x44)));
+    ST256(d + 3 * ds, _mm256_castps_si256(_mm256_shuffle_ps(t1, t3, 0xEE)));
 }
 
-AVX2 static inline void tile4_8x8(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m256i a[8];
-    for (int k = 0; k < 8; k++) a[k] = LD256(s + k * ss);
-    transpose8x32(a);
-    for (int k = 0; k < 8; k++) ST256(d + k * ds, a[k]);
-}
-
-/* float32 -> bfloat16 on eight lanes, as jp_bf16_from_f32. */
-AVX2 static inline __m128i bf16_of8(__m256i u) {
+/* float32 -> bfloat16 on eight lanes, rounded to nearest even: the result
+ * in the high 16 bits of each 32-bit lane (the low bits are left over). With
+ * exact set, NaN becomes the canonical quiet NaN with its sign, as
+ * jp_bf16_from_f32 does; without, NaN lanes come out wrong and the caller
+ * redoes them. */
+AVX2 static inline __m256i bf16_high8(__m256i u, bool exact) {
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-    __m256i isnan = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7f800000));
-    __m256i nan = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
-                                  _mm256_set1_epi32(0x7fc0));
-    r = _mm256_blendv_epi8(r, nan, isnan);
-    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    if (!exact) return r;
+    __m256i nan = _mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u)),
+                                  _mm256_set1_epi32(0x7fc00000));
+    __m256 f = _mm256_castsi256_ps(u);
+    return _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
 }
 
-AVX2 static inline void tile4_8x8_bf16(unsigned char *d, int64_t ds, const unsigned char *s,
-                                       int64_t ss) {
-    __m256i a[8];
-    for (int k = 0; k < 8; k++) a[k] = LD256(s + k * ss);
-    transpose8x32(a);
-    for (int k = 0; k < 8; k++) ST128(d + k * ds, bf16_of8(a[k]));
+/* Rows a and b in bfloat16, interleaved: each 32-bit lane holds a's value
+ * in its low half and b's in its high half. */
+#define BF16_INTERLEAVE(a, b) _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA)
+
+/* 16 source rows by 4 columns of float32 into 4 destination rows of 16
+ * bfloat16. Source rows k and k + 8 share a register; after rounding, one
+ * blend puts rows k and k + 1 side by side in each 32-bit lane, so what is
+ * left is a 4x4 transpose of 32-bit lanes in each half. NaNs are rare: the
+ * tile is made with plain rounding while noting whether any lane was NaN,
+ * and only then made again with the exact NaN rule. */
+AVX2 static inline void bf16_tile(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss,
+                                  bool exact, __m256 *nan) {
+    __m256i x[4];
+    for (int j = 0; j < 4; j++) {
+        __m256i a = PAIR(s + 2 * j * ss, s + (2 * j + 8) * ss);
+        __m256i b = PAIR(s + (2 * j + 1) * ss, s + (2 * j + 9) * ss);
+        *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b),
+                                                _CMP_UNORD_Q));
+        x[j] = BF16_INTERLEAVE(bf16_high8(a, exact), bf16_high8(b, exact));
+    }
+    __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]), t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(x[2], x[3]), t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+    ST256(d, _mm256_unpacklo_epi64(t0, t2));
+    ST256(d + ds, _mm256_unpackhi_epi64(t0, t2));
+    ST256(d + 2 * ds, _mm256_unpacklo_epi64(t1, t3));
+    ST256(d + 3 * ds, _mm256_unpackhi_epi64(t1, t3));
 }
 
+AVX2 static inline void tile_f32_bf16_4x16(unsigned char *d, int64_t ds, const unsigned char *s,
+                                           int64_t ss) {
+    __m256 nan = _mm256_setzero_ps();
+    bf16_tile(d, ds, s, ss, false, &nan);
+    if (__builtin_expect(!_mm256_testz_ps(nan, nan), 0)) bf16_tile(d, ds, s, ss, true, &nan);
+}
+
+/* 4x4 of 64-bit elements: rows k and k + 2 share a register. */
 AVX2 static inline void tile8_4x4(unsigned char *d, int64_t ds, const unsigned char *s, int64_t ss) {
-    __m256d r0 = _mm256_castsi256_pd(LD256(s)), r1 = _mm256_castsi256_pd(LD256(s + ss));
-    __m256d r2 = _mm256_castsi256_pd(LD256(s + 2 * ss)), r3 = _mm256_castsi256_pd(LD256(s + 3 * ss));
-    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-    ST256(d, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20)));
-    ST256(d + ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20)));
-    ST256(d + 2 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31)));
-    ST256(d + 3 * ds, _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31)));
+    __m256i a0 = PAIR(s, s + 2 * ss), a1 = PAIR(s + ss, s + 3 * ss);
+    __m256i a2 = PAIR(s + 16, s + 2 * ss + 16), a3 = PAIR(s + ss + 16, s + 3 * ss + 16);
+    ST256(d, _mm256_unpacklo_epi64(a0, a1));
+    ST256(d + ds, _mm256_unpackhi_epi64(a0, a1));
+    ST256(d + 2 * ds, _mm256_unpacklo_epi64(a2, a3));
+    ST256(d + 3 * ds, _mm256_unpackhi_epi64(a2, a3));
 }
 
-/* The ragged edges of the fused kernel, one element at a time. */
-static void portable_f32_bf16(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                              int rows, int cols) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) {
-            uint32_t u;
-            memcpy(&u, src + c * ss + r * 4, 4);
-            uint16_t h = jp_bf16_from_f32(u);
-            memcpy(dst + r * ds + c * 2, &h, 2);
-        }
+/* 16 source rows by 8 columns of 16-bit elements: rows k and k + 8 share a
+ * register, and the 8x8 transpose in each half makes a whole destination row
+ * of 16. */
+AVX2 static inline void tile2_16x8(unsigned char *d, int64_t ds, const unsigned char *s,
+                                   int64_t ss) {
+    TRANSPOSE8x16(__m256i, _mm256_unpack, ST256, d, ds, PAIR(s, s + 8 * ss),
+                  PAIR(s + ss, s + 9 * ss), PAIR(s + 2 * ss, s + 10 * ss),
+                  PAIR(s + 3 * ss, s + 11 * ss), PAIR(s + 4 * ss, s + 12 * ss),
+                  PAIR(s + 5 * ss, s + 13 * ss), PAIR(s + 6 * ss, s + 14 * ss),
+                  PAIR(s + 7 * ss, s + 15 * ss));
 }
 
-TILED(avx2_4, 8, 8, 4, tile4_8x8, sse2_4, AVX2)
-TILED(avx2_8, 4, 4, 8, tile8_4x4, sse2_8, AVX2)
-
-/* The fused kernel: ES is the source size for src offsets; dst offsets use 2. */
-AVX2 static void avx2_f32_bf16(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                               int rows, int cols) {
-    int rr = rows - rows % 8, cc = cols - cols % 8;
-    for (int r = 0; r < rr; r += 8)
-        for (int c = 0; c < cc; c += 8) tile4_8x8_bf16(dst + r * ds + c * 2, ds, src + c * ss + r * 4, ss);
-    if (cc < cols) portable_f32_bf16(dst + cc * 2, ds, src + cc * ss, ss, rr, cols - cc);
-    if (rr < rows) portable_f32_bf16(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, cols);
-}
-
-/* ---- whole lines, streamed straight from registers */
-
-#define PUT128(p, v) _mm_stream_si128((__m128i *)(void *)(p), v)
-#define PUT256(p, v) _mm256_stream_si256((__m256i *)(void *)(p), v)
-
-/* Each line kernel stores a line's pieces back to back: a streamed line
- * whose pieces arrive apart is flushed in parts, which costs more than the
- * stores save.
- *
- * A line of 2-byte elements holds 32 columns, so it needs 32 source rows,
- * and reading 32 rows at once defeats the prefetchers (16 is fine). So a run
- * of up to STAGE rows is done in two passes of 16 source rows: the first
- * leaves the left half-lines in a stage in L1, the second adds the right
- * halves and stores whole lines. */
-#define STAGE 256
-
-/* Half a line of 2-byte elements, for SSE2. */
-typedef struct {
-    __m128i lo, hi;
-} half_line;
-
-#define PUT_HALVES2(d, first, second) \
-    (PUT128(d, (first).lo), PUT128((d) + 16, (first).hi), PUT128((d) + 32, (second).lo), \
-     PUT128((d) + 48, (second).hi))
-#define PUT_HALVES256(d, first, second) (PUT256(d, first), PUT256((d) + 32, second))
-
-/* The two-pass kernel around MAKE(half[8], src, ss), which makes the
- * half-lines (of type HALF) of rows r..r+7 from 16 source rows; PUT stores
- * two halves as a line; EDGE does leftover rows. */
-#define STAGED_LINES(NAME, ATTR, ES, HALF, MAKE, PUT, EDGE)                                     \
-    ATTR static void NAME(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,  \
-                          int rows) {                                                            \
-        HALF stage[STAGE], half[8];                                                              \
-        int rr = rows - rows % 8;                                                                \
-        for (int r0 = 0; r0 < rr; r0 += STAGE) {                                                 \
-            int rn = rr - r0 < STAGE ? rr - r0 : STAGE;                                          \
-            for (int pass = 0; pass < 2; pass++)                                                 \
-                for (int r = r0; r < r0 + rn; r += 8) {                                          \
-                    MAKE(half, src + 16 * pass * ss + r * (ES), ss);                             \
-                    for (int k = 0; k < 8; k++) {                                                \
-                        if (pass == 0) {                                                         \
-                            stage[r - r0 + k] = half[k];                                         \
-                            continue;                                                            \
-                        }                                                                        \
-                        PUT(dst + (r + k) * ds, stage[r - r0 + k], half[k]);                     \
-                    }                                                                            \
-                }                                                                                \
-        }                                                                                        \
-        if (rr < rows) EDGE(dst + rr * ds, ds, src + rr * (ES), ss, rows - rr, 32);              \
-    }
-
-static inline void halves2(half_line half[8], const unsigned char *s, int64_t ss) {
-    __m128i a[8], b[8];
-    for (int k = 0; k < 8; k++) {
-        a[k] = LD128(s + k * ss);
-        b[k] = LD128(s + (8 + k) * ss);
-    }
-    transpose8x16(a);
-    transpose8x16(b);
-    for (int k = 0; k < 8; k++) half[k] = (half_line){a[k], b[k]};
-}
-
-AVX2 static inline void halves_f32_bf16(__m256i half[8], const unsigned char *s, int64_t ss) {
-    __m256i a[8], b[8];
-    for (int k = 0; k < 8; k++) {
-        a[k] = LD256(s + k * ss);
-        b[k] = LD256(s + (8 + k) * ss);
-    }
-    transpose8x32(a);
-    transpose8x32(b);
-    for (int k = 0; k < 8; k++) half[k] = _mm256_set_m128i(bf16_of8(b[k]), bf16_of8(a[k]));
-}
-
-STAGED_LINES(lines2_sse2, , 2, half_line, halves2, PUT_HALVES2, portable2)
-
-AVX2 static void lines4_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows) {
-    int rr = rows - rows % 8;
-    for (int r = 0; r < rr; r += 8) {
-        __m256i a[8], b[8];
-        for (int k = 0; k < 8; k++) {
-            a[k] = LD256(src + k * ss + r * 4);
-            b[k] = LD256(src + (8 + k) * ss + r * 4);
-        }
-        transpose8x32(a);
-        transpose8x32(b);
-        for (int k = 0; k < 8; k++) {
-            PUT256(dst + (r + k) * ds, a[k]);
-            PUT256(dst + (r + k) * ds + 32, b[k]);
-        }
-    }
-    if (rr < rows) portable4(dst + rr * ds, ds, src + rr * 4, ss, rows - rr, 16);
-}
-
-AVX2 static void lines8_avx2(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss,
-                             int rows) {
-    int rr = rows - rows % 4;
-    for (int r = 0; r < rr; r += 4) {
-        __m256i o[2][4];
-        for (int h = 0; h < 2; h++) {
-            const unsigned char *s = src + 4 * h * ss + r * 8;
-            __m256d r0 = _mm256_castsi256_pd(LD256(s)), r1 = _mm256_castsi256_pd(LD256(s + ss));
-            __m256d r2 = _mm256_castsi256_pd(LD256(s + 2 * ss)),
-                    r3 = _mm256_castsi256_pd(LD256(s + 3 * ss));
-            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            o[h][0] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x20));
-            o[h][1] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x20));
-            o[h][2] = _mm256_castpd_si256(_mm256_permute2f128_pd(t0, t2, 0x31));
-            o[h][3] = _mm256_castpd_si256(_mm256_permute2f128_pd(t1, t3, 0x31));
-        }
-        for (int k = 0; k < 4; k++) {
-            PUT256(dst + (r + k) * ds, o[0][k]);
-            PUT256(dst + (r + k) * ds + 32, o[1][k]);
-        }
-    }
-    if (rr < rows) portable8(dst + rr * ds, ds, src + rr * 8, ss, rows - rr, 8);
-}
-
-STAGED_LINES(lines_f32_bf16_avx2, AVX2, 4, __m256i, halves_f32_bf16, PUT_HALVES256,
-             portable_f32_bf16)
-
-static bool has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+TILED(avx2_2, 8, 16, 2, 2, tile2_16x8, sse2_2, AVX2)
+TILED(avx2_4, 4, 8, 4, 4, tile4_4x8, sse2_4, AVX2)
+TILED(avx2_8, 4, 4, 8, 8, tile8_4x4, sse2_8, AVX2)
+TILED(avx2_f32_bf16, 4, 16, 4, 2, tile_f32_bf16_4x16, sse2_f32_bf16, AVX2)
 #endif /* JP_X86 */
 
 jp_transpose_fn jp_transpose_for(size_t esize) {
+    jp_simd level = jp_simd_level();
 #ifdef JP_X86
-    bool avx2 = has_avx2();
-    switch (esize) {
-    case 1: return sse2_1;
-    case 2: return sse2_2;
-    case 4: return avx2 ? avx2_4 : sse2_4;
-    case 8: return avx2 ? avx2_8 : sse2_8;
-    case 16: return portable16;
-    default: return NULL;
+    if (level >= JP_SIMD_SSE2) {
+        bool avx2 = level >= JP_SIMD_AVX2;
+        switch (esize) {
+        case 1: return sse2_1;
+        case 2: return avx2 ? avx2_2 : sse2_2;
+        case 4: return avx2 ? avx2_4 : sse2_4;
+        case 8: return avx2 ? avx2_8 : sse2_8;
+        case 16: return portable16;
+        default: return NULL;
+        }
     }
 #else
+    (void)level;
+#endif
     switch (esize) {
     case 1: return portable1;
     case 2: return portable2;
@@ -360,53 +333,38 @@ jp_transpose_fn jp_transpose_for(size_t esize) {
     case 16: return portable16;
     default: return NULL;
     }
-#endif
 }
 
 jp_transpose_fn jp_transpose_f32_bf16(void) {
+    jp_simd level = jp_simd_level();
 #ifdef JP_X86
-    if (has_avx2()) return avx2_f32_bf16;
-#endif
-    return NULL;
-}
-
-jp_lines_fn jp_lines_for(size_t esize) {
-#ifdef JP_X86
-    bool avx2 = has_avx2();
-    switch (esize) {
-    case 2: return lines2_sse2;
-    case 4: return avx2 ? lines4_avx2 : NULL;
-    case 8: return avx2 ? lines8_avx2 : NULL;
-    default: return NULL;
-    }
+    if (level >= JP_SIMD_AVX2) return avx2_f32_bf16;
+    if (level >= JP_SIMD_SSE2) return sse2_f32_bf16;
 #else
-    (void)esize;
-    return NULL;
+    (void)level;
 #endif
-}
-
-jp_lines_fn jp_lines_f32_bf16(void) {
-#ifdef JP_X86
-    if (has_avx2()) return lines_f32_bf16_avx2;
-#endif
-    return NULL;
+    return portable_f32_bf16;
 }
 
 void jp_put_rows(unsigned char *dst, int64_t ds, const unsigned char *src, int64_t ss, int rows,
                  size_t bytes, bool stream) {
 #ifdef JP_X86
-    if (stream && bytes == 64) {
+    /* Rows are short (a block's, at most ROW_BYTES), so they are copied
+     * inline: a call to memcpy per row costs as much as the copy. */
+    if (bytes % 16 == 0) {
         for (int r = 0; r < rows; r++) {
             unsigned char *d = dst + r * ds;
             const unsigned char *s = src + r * ss;
-            if (((uintptr_t)d & 63) != 0) {
-                memcpy(d, s, 64);
-                continue;
+            if (stream && bytes % 64 == 0 && ((uintptr_t)d & 63) == 0) {
+                for (size_t k = 0; k < bytes; k += 64) {
+                    _mm_stream_si128((__m128i *)(void *)(d + k), LD128(s + k));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 16), LD128(s + k + 16));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 32), LD128(s + k + 32));
+                    _mm_stream_si128((__m128i *)(void *)(d + k + 48), LD128(s + k + 48));
+                }
+            } else {
+                for (size_t k = 0; k < bytes; k += 16) ST128(d + k, LD128(s + k));
             }
-            _mm_stream_si128((__m128i *)(void *)d, LD128(s));
-            _mm_stream_si128((__m128i *)(void *)(d + 16), LD128(s + 16));
-            _mm_stream_si128((__m128i *)(void *)(d + 32), LD128(s + 32));
-            _mm_stream_si128((__m128i *)(void *)(d + 48), LD128(s + 48));
         }
         return;
     }
@@ -420,4 +378,9 @@ void jp_stream_fence(void) {
 #ifdef JP_X86
     _mm_sfence();
 #endif
+}
+
+void jp_prefetch_rows(const unsigned char *src, int64_t ss, int rows, size_t bytes) {
+    for (int r = 0; r < rows; r++)
+        for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(src + r * ss + (int64_t)k, 0, 2);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "kernels/cast.h"
 #include "kernels/kernels.h"
 
 static uint16_t bf16_bits(float f) {
@@ -159,6 +160,109 @@ static void test_views(void) {
     CHECK_EQ_U64(jp_concat_cast(out, JP_F32, 1, 2, parts, perm, NULL, &err), JP_SHAPE);
 }
 
+
+/* Random bytes (xorshift64), so float data holds NaNs, infinities and ties. */
+static void fill_random(unsigned char *p, size_t n, uint64_t seed) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (unsigned char)(x >> 32);
+    }
+}
+
+/* Transposes rows x cols elements of esize bytes at src (row stride sstride
+ * elements) with jp_permute_cast_strided and checks each element against the
+ * definition; f32 -> bf16 when fused. Returns the number of wrong elements. */
+static size_t check_transpose(jp_dtype dt, jp_dtype out_dt, const unsigned char *src,
+                              int64_t sstride, int64_t rows, int64_t cols, jp_pool *pool) {
+    size_t es = jp_dtype_size(dt), os = jp_dtype_size(out_dt);
+    size_t n = (size_t)(rows * cols);
+    unsigned char *dst = malloc(n * os + 1);
+    if (!dst) return n + 1;
+    const int64_t shape[2] = {rows, cols}, strides[2] = {sstride, 1};
+    const int perm[2] = {1, 0};
+    jp_err err;
+    size_t bad = 0;
+    if (jp_permute_cast_strided(dst, out_dt, NULL, src, dt, 2, shape, strides, perm, pool, &err))
+        bad = n + 1;
+    for (int64_t r = 0; r < rows && !bad; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            const unsigned char *s = src + (r * sstride + c) * (int64_t)es;
+            const unsigned char *d = dst + (size_t)(c * rows + r) * os;
+            if (out_dt == dt) {
+                bad += memcmp(d, s, es) != 0;
+            } else {
+                uint32_t u;
+                uint16_t h;
+                memcpy(&u, s, 4);
+                memcpy(&h, d, 2);
+                bad += h != jp_bf16_from_f32(u);
+            }
+        }
+    free(dst);
+    return bad;
+}
+
+/* Every transpose kernel on every SIMD level the CPU has (JAXPORT_SIMD
+ * lowers it), on shapes around the micro-tiles (1 x n, n x 1, ragged edges),
+ * on sources with negative and padded row strides, and on a destination
+ * large enough to be streamed, split over threads. */
+static void test_simd_levels(void) {
+    static const struct {
+        jp_dtype in, out;
+    } kinds[] = {{JP_U8, JP_U8},   {JP_BF16, JP_BF16}, {JP_F32, JP_F32},
+                 {JP_F64, JP_F64}, {JP_C128, JP_C128}, {JP_F32, JP_BF16}};
+    static const int64_t shapes[][2] = {{1, 1},  {1, 37},  {37, 1},  {7, 9},   {8, 8},   {16, 16},
+                                        {17, 33}, {64, 64}, {65, 130}, {300, 257}, {3, 1000},
+                                        {37, 128}, {130, 256}, {70, 512}};
+    const char *levels[] = {"portable", "sse2", NULL};
+    size_t cap = 1300 * 1700 * 16 + 16;
+    unsigned char *src = malloc(cap);
+    jp_pool *pool = NULL;
+    jp_err err;
+    CHECK(src != NULL);
+    CHECK_EQ_U64(jp_pool_create(&pool, 3, &err), JP_OK);
+    if (!src || !pool) return;
+    fill_random(src, cap, 7);
+    /* Ties to even and NaNs with payloads in the first float32s. */
+    const uint32_t special[6] = {0x3f808000, 0x3f818000, 0x7f800001, 0xffc00001, 0x7fffffff, 0x7f7fffff};
+    memcpy(src, special, sizeof special);
+    for (size_t l = 0; l < sizeof levels / sizeof *levels; l++) {
+        if (levels[l])
+            setenv("JAXPORT_SIMD", levels[l], 1);
+        else
+            unsetenv("JAXPORT_SIMD");
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            size_t es = jp_dtype_size(kinds[k].in);
+            for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+                int64_t rows = shapes[i][0], cols = shapes[i][1];
+                size_t bad = check_transpose(kinds[k].in, kinds[k].out, src, cols, rows, cols, NULL);
+                /* Padded rows, and rows in reverse order (a negative stride). */
+                bad += check_transpose(kinds[k].in, kinds[k].out, src, cols + 3, rows, cols, NULL);
+                bad += check_transpose(kinds[k].in, kinds[k].out,
+                                       src + (size_t)((rows - 1) * (cols + 1)) * es, -(cols + 1),
+                                       rows, cols, NULL);
+                if (bad)
+                    fprintf(stderr, "level %s, kind %zu, %lld x %lld: %zu wrong\n",
+                            levels[l] ? levels[l] : "native", k, (long long)rows, (long long)cols,
+                            bad);
+                CHECK_EQ_U64(bad, 0);
+            }
+            /* Over 8 MiB of output: streamed, in blocks split over threads. */
+            int64_t rows = 1300, cols = (int64_t)((9u << 20) / (1300 * jp_dtype_size(kinds[k].out)));
+            size_t bad = check_transpose(kinds[k].in, kinds[k].out, src, cols, rows, cols, pool);
+            bad += check_transpose(kinds[k].in, kinds[k].out, src + (size_t)((rows - 1) * cols) * es,
+                                   -cols, rows, cols, NULL);
+            CHECK_EQ_U64(bad, 0);
+        }
+    }
+    unsetenv("JAXPORT_SIMD");
+    jp_pool_destroy(pool);
+    free(src);
+}
+
 typedef struct {
     int *hits;
 } count_ctx;
@@ -184,21 +288,21 @@ static void test_pool(void) {
 
     /* A transpose + cast big enough to be split gives the same bytes on 1
      * and 3 threads. */
-    const int64_t shape[2] = {700, 900};
+    const int64_t shape[2] = {1000, 1100};
     const int perm[2] = {1, 0};
-    float *src = malloc(700 * 900 * sizeof *src);
-    uint16_t *one = malloc(700 * 900 * 2), *three = malloc(700 * 900 * 2);
+    float *src = malloc(1000 * 1100 * sizeof *src);
+    uint16_t *one = malloc(1000 * 1100 * 2), *three = malloc(1000 * 1100 * 2);
     CHECK(src && one && three);
     if (src && one && three) {
-        for (int i = 0; i < 700 * 900; i++) src[i] = (float)i * 0.37f;
+        for (int i = 0; i < 1000 * 1100; i++) src[i] = (float)i * 0.37f;
         CHECK_EQ_U64(jp_permute_cast_strided(one, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
                                              perm, NULL, &err),
                      JP_OK);
         CHECK_EQ_U64(jp_permute_cast_strided(three, JP_BF16, NULL, src, JP_F32, 2, shape, NULL,
                                              perm, pool, &err),
                      JP_OK);
-        CHECK(memcmp(one, three, 700 * 900 * 2) == 0);
-        CHECK_EQ_U64(three[1], bf16_bits(src[900]));
+        CHECK(memcmp(one, three, 1000 * 1100 * 2) == 0);
+        CHECK_EQ_U64(three[1], bf16_bits(src[1100]));
     }
     free(src);
     free(one);
@@ -214,5 +318,6 @@ int main(void) {
     test_extent();
     test_views();
     test_pool();
+    test_simd_levels();
     return check_done("test_kernels");
 }

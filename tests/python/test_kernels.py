@@ -4,10 +4,12 @@ Every cast pair on every 8- and 16-bit pattern and on edge and random wider
 values; every permutation of up to five axes on odd, size-1 and empty shapes;
 strided (sliced, reversed, transposed) sources; the blocked and streamed paths
 on shapes that cross their block edges and on misaligned outputs; thread
-counts; and the errors.
+counts; and the errors. The layout tests run on every SIMD level this CPU has
+(JAXPORT_SIMD lowers it to SSE2 or to portable C), so each kernel is checked.
 """
 
 import itertools
+import os
 
 import ml_dtypes
 import numpy as np
@@ -21,6 +23,23 @@ FLOATS = ["float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_
           "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"]
 INTS = ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
 COMPLEX = ["complex64", "complex128"]
+
+
+SIMD_LEVELS = ["native", "sse2", "portable"]
+
+
+def set_simd(level):
+    if level == "native":
+        os.environ.pop("JAXPORT_SIMD", None)
+    else:
+        os.environ["JAXPORT_SIMD"] = level
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request):
+    set_simd(request.param)
+    yield request.param
+    set_simd("native")
 
 
 def dt(name):
@@ -187,7 +206,7 @@ def sample(shape, name):
 
 
 @pytest.mark.parametrize("src,dst", LAYOUT_CASES, ids=[f"{s}-{d}" for s, d in LAYOUT_CASES])
-def test_every_permutation_up_to_five_axes(src, dst):
+def test_every_permutation_up_to_five_axes(src, dst, simd):
     for nd in range(6):
         x = sample((3, 5, 7, 1, 9)[:nd], src)
         for perm in itertools.permutations(range(nd)):
@@ -215,15 +234,56 @@ def strided_views(draw):
 
 
 @settings(max_examples=150, deadline=None, database=None)
-@given(strided_views())
-def test_strided_views_match_numpy(case):
+@given(strided_views(), st.sampled_from(SIMD_LEVELS))
+def test_strided_views_match_numpy(case, level):
+    set_simd(level)
     shape, steps, pre, perm, src, dst = case
     base = sample([n * abs(s) + 1 for n, s in zip(shape, steps)], src)
     view = base[tuple(slice(None, n * s, s) if s > 0 else slice(n - 1, None, -1) if n else
                       slice(0, 0) for n, s in zip(shape, steps))] if shape else base[...]
     view = view.transpose(pre)
     want = reference_cast(dense(view.transpose(perm)), dst or src)
-    assert same_bytes(jp(view, dst, perm, base=base), want)
+    try:
+        assert same_bytes(jp(view, dst, perm, base=base), want)
+    finally:
+        set_simd("native")
+
+
+# The 2-d transpose fast paths: one case per element size and the fused
+# float32 -> bfloat16 kernel, on shapes around the micro-tiles (8 and 16
+# rows, ragged edges, 1 x n and n x 1, empty), from dense sources, sources
+# with padded rows, rows in reverse order (a negative stride, which the tile
+# kernels take as it is), columns in reverse order (which no tile kernel can
+# take: the gather walk does it) and a source that starts one element in.
+FAST_CASES = [("uint8", None), ("bfloat16", None), ("float32", None), ("float64", None),
+              ("complex128", None), ("float32", "bfloat16")]
+# Rows 512 bytes apart (or a multiple) take the staged path even when small.
+FAST_SHAPES = [(1, 1), (1, 37), (37, 1), (0, 9), (9, 0), (7, 9), (8, 8), (16, 16), (17, 33),
+               (64, 64), (65, 130), (300, 257), (4, 1000), (37, 128), (130, 256), (70, 512)]
+
+
+@pytest.mark.parametrize("src,dst", FAST_CASES, ids=[f"{s}-{d}" for s, d in FAST_CASES])
+def test_transpose_fast_paths(src, dst, simd):
+    for rows, cols in FAST_SHAPES:
+        base = sample((rows + 2, cols + 5), src)
+        views = {"dense": dense(base[:rows, :cols]), "padded": base[1:rows + 1, 2:cols + 2],
+                 "rows reversed": base[rows - 1::-1, :cols] if rows else base[:0, :cols],
+                 "columns reversed": base[:rows, cols - 1::-1] if cols else base[:rows, :0]}
+        for name, view in views.items():
+            want = reference_cast(dense(view.T), dst or src)
+            b = view if name == "dense" else base
+            assert same_bytes(jp(view, dst, (1, 0), base=b), want), (rows, cols, name)
+
+
+@pytest.mark.parametrize("src,dst", [("float32", "float16"), ("float16", "float32"),
+                                     ("float64", "float16"), ("float32", "bfloat16"),
+                                     ("bfloat16", "float32")])
+def test_half_casts_on_every_level(src, dst, simd):
+    # float16 has its own F16C kernels; the portable and SSE2 levels skip them.
+    x = patterns(src)
+    assert same_bytes(jp(x, dst), reference_cast(x, dst))
+    y = x[: 1000 * (len(x) // 1000)].reshape(1000, -1)
+    assert same_bytes(jp(y, dst, (1, 0)), reference_cast(dense(y.T), dst))
 
 
 BLOCK_SHAPES = [(4100, 40), (40, 4100), (33, 65), (17, 9, 31)]
@@ -232,7 +292,7 @@ BLOCK_SHAPES = [(4100, 40), (40, 4100), (33, 65), (17, 9, 31)]
 @pytest.mark.parametrize("src,dst", [("float32", None), ("float32", "bfloat16"),
                                      ("bfloat16", None), ("float64", None), ("uint8", None),
                                      ("float32", "float16"), ("int32", "int64")])
-def test_block_edges(src, dst):
+def test_block_edges(src, dst, simd):
     for shape in BLOCK_SHAPES:
         x = sample(shape, src)
         perm = tuple(reversed(range(len(shape))))
@@ -242,7 +302,7 @@ def test_block_edges(src, dst):
 
 @pytest.mark.parametrize("src,dst", [("float32", None), ("float32", "bfloat16"),
                                      ("bfloat16", None), ("float64", None)])
-def test_large_transpose_threads_and_misaligned_output(src, dst):
+def test_large_transpose_threads_and_misaligned_output(src, dst, simd):
     # An output over 8 MiB streams around the cache; it is split across threads.
     x = sample((1030, (8 << 20) // (1030 * dt(dst or src).itemsize) + 8), src)
     want = reference_cast(dense(x.T), dst or src)
@@ -257,11 +317,12 @@ def test_large_transpose_threads_and_misaligned_output(src, dst):
             assert bytes(out) == want.tobytes(), (threads, shift)
 
 
-def test_conv_kernel_to_hwio():
-    w = sample((64, 3, 7, 5), "float32")
-    for dst in ("float32", "bfloat16"):
-        want = dense(w.transpose(2, 3, 1, 0)).astype(dt(dst))
-        assert same_bytes(jp(w, dst, (2, 3, 1, 0), threads=0), want)
+def test_conv_kernel_to_hwio(simd):
+    for shape in [(64, 3, 7, 5), (64, 64, 7, 7), (32, 16, 3, 3), (8, 4, 1, 1)]:
+        w = sample(shape, "float32")
+        for dst in ("float32", "bfloat16", "float16"):
+            want = dense(w.transpose(2, 3, 1, 0)).astype(dt(dst))
+            assert same_bytes(jp(w, dst, (2, 3, 1, 0), threads=0), want), (shape, dst)
 
 
 # ------------------------------------------------------------------ errors
