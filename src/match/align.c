@@ -922,13 +922,20 @@ static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
 
 /* Why a target module found no source: the closest source by name. */
 static const char *missing_why(matcher *m, const module *t) {
+    /* Names are compared with modules of the same last name first; a few
+     * hundred others at most, so a template for another model (every leaf
+     * missing) does not cost sources x targets comparisons. */
     int best = -1;
     const module *bs = NULL;
-    for (size_t i = 0; i < m->src.mods.len; i++) {
-        const module *s = MOD(&m->src, i);
-        if (!s->nleaves) continue;
-        int sim = jp_name_similarity(s->key, t->key);
-        if (sim > best) best = sim, bs = s;
+    for (int pass = 0; pass < 2 && !bs; pass++) {
+        size_t looked = 0;
+        for (size_t i = 0; i < m->src.mods.len && (pass == 0 || looked < 256); i++) {
+            const module *s = MOD(&m->src, i);
+            if (!s->nleaves || (pass == 0 && strcmp(s->last, t->last) != 0)) continue;
+            looked++;
+            int sim = jp_name_similarity(s->key, t->key);
+            if (sim > best) best = sim, bs = s;
+        }
     }
     if (!bs) return "the source has no tensors";
     char ss[160] = "", *p = ss;
