@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
         jp_code rc = jp_match(&p, ix, sp, n, &o, &err);
         double dt = now() - t;
         if (dt < best) best = dt;
-        ok = !rc && jp_plan_check(p, &err) == JP_OK;
+        ok = !rc && jp_plan_check(p, ix, false, &err) == JP_OK;
         jp_plan_free(p);
     }
     printf("jp_match: %zu tensors, %zu leaves, best of %d: %.1f ms, every leaf paired: %s\n",

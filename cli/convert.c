@@ -36,7 +36,9 @@ static const char *usage_text =
     "\n"
     "With --like, the tensors are first paired with the template's leaves and laid\n"
     "out as its library wants (kernels transposed, attention split, ...), as\n"
-    "`jaxport match` shows; any unpaired leaf stops the conversion. Options:\n" CLI_MATCH_USAGE
+    "`jaxport match` shows; any unpaired leaf, or source weight no leaf takes, stops\n"
+    "the conversion. Options:\n" CLI_MATCH_USAGE
+    "  --allow-unused      drop source tensors no leaf takes instead of refusing\n"
     "\n"
     "Ctrl-C stops the conversion and removes what was written (exit status 130).\n";
 
@@ -174,7 +176,7 @@ int cmd_convert(int argc, char **argv) {
     jp_format format = JP_FORMAT_UNKNOWN;
     uint64_t shard = 0;
     int threads = 0;
-    bool json = false, quiet = false;
+    bool json = false, quiet = false, allow_unused = false;
     jp_open_opts open_opts = {0};
     cli_match_args ma = {0};
     for (int i = 1; i < argc; i++) {
@@ -208,6 +210,8 @@ int cmd_convert(int argc, char **argv) {
             open_opts.flags |= JP_OPEN_ALLOW_UNSAFE;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
+        } else if (strcmp(a, "--allow-unused") == 0) {
+            allow_unused = true;
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             quiet = true;
         } else if (a[0] == '-' || in) {
@@ -241,7 +245,7 @@ int cmd_convert(int argc, char **argv) {
     if (ma.like) {
         if ((status = cli_match_plan(&ma, ix, dtype, &plan, &err))) goto done;
         status = 1;
-        if (jp_plan_check(plan, &err)) {
+        if (jp_plan_check(plan, ix, allow_unused, &err)) {
             cli_fail(&err);
             fprintf(stderr, "jaxport: nothing was written; 'jaxport match %s --like %s' shows every leaf\n", in,
                     ma.like);

@@ -14,13 +14,14 @@ static const char *usage_text =
     "  -o FILE             save the plan (editable JSON; give it back with --mapping)\n"
     "  --json              print the plan as JSON instead of the table\n"
     "  --allow-unsafe      read a checkpoint that would run code under torch.load\n"
+    "  --allow-unused      source tensors no leaf takes are not an error\n"
     "\n"
-    "Exit status: 0 every leaf paired, 1 some leaf missing or ambiguous (the table\n"
-    "says which and why), 2 usage.\n";
+    "Exit status: 0 every leaf paired and every weight taken, 1 some leaf missing or\n"
+    "ambiguous or some weight left over (the table says which and why), 2 usage.\n";
 
 int cmd_match(int argc, char **argv) {
     const char *src = NULL, *out = NULL;
-    bool json = false, unsafe = false;
+    bool json = false, unsafe = false, allow_unused = false;
     cli_match_args ma = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -36,6 +37,8 @@ int cmd_match(int argc, char **argv) {
             json = true;
         } else if (strcmp(a, "--allow-unsafe") == 0) {
             unsafe = true;
+        } else if (strcmp(a, "--allow-unused") == 0) {
+            allow_unused = true;
         } else if (a[0] == '-' || src) {
             fprintf(stderr, "jaxport match: unexpected argument '%s'\n%s", a, usage_text);
             return 2;
@@ -74,7 +77,7 @@ int cmd_match(int argc, char **argv) {
             goto done;
         }
     }
-    status = jp_plan_check(plan, &err) ? cli_fail(&err) : 0;
+    status = jp_plan_check(plan, ix, allow_unused, &err) ? cli_fail(&err) : 0;
 done:
     jp_plan_free(plan);
     free(text);

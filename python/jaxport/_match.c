@@ -192,15 +192,15 @@ static PyObject *new_arrays(const jp_sink_tensor *st, size_t n, PyObject *dtypes
 
 static PyObject *py_convert(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {CALL_KWLIST, "dtypes", "strict", "threads", NULL};
+    static char *kwlist[] = {CALL_KWLIST, "dtypes", "strict", "threads", "allow_unused", NULL};
     PyObject *index, *leaves, *hints = NULL, *rules = NULL, *flatten = NULL, *dtypes = NULL;
     const char *lib = "flax", *dtype = NULL;
     const char *mapping = NULL;
     Py_ssize_t mapping_len = 0;
-    int ordered = 0, strict = 1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT "O!pi", kwlist, &index, &leaves, &lib, &hints, &rules,
+    int ordered = 0, strict = 1, threads = 0, allow_unused = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT "O!pip", kwlist, &index, &leaves, &lib, &hints, &rules,
                                      &ordered, &flatten, &dtype, &mapping, &mapping_len, &PyDict_Type, &dtypes,
-                                     &strict, &threads))
+                                     &strict, &threads, &allow_unused))
         return NULL;
     call c;
     PyObject *arrays = NULL, *result = NULL;
@@ -217,7 +217,7 @@ static PyObject *py_convert(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     rc = call_plan(&c, &plan, &err);
     if (!rc) rc = jp_plan_to_json(plan, c.ix, c.specs, c.n, c.o.lib, &json, &err);
-    if (!rc && strict) rc = jp_plan_check(plan, &err);
+    if (!rc && strict) rc = jp_plan_check(plan, c.ix, allow_unused, &err);
     if (!rc) rc = jp_exec_sink_tensors(plan, true, &st, &n, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
@@ -270,7 +270,8 @@ static PyMethodDef methods[] = {
     {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
      "convert(index, leaves, *, ..., dtypes, strict=True, threads=0) -> (plan json, {leaf: array})\n\n"
      "match's arguments, then the plan run by the executor into new numpy arrays (dtypes maps numpy\n"
-     "names to dtypes). strict refuses a plan with missing or ambiguous leaves; otherwise they are left out."},
+     "names to dtypes). strict refuses a plan with missing or ambiguous leaves, or with source weights no\n"
+     "leaf takes unless allow_unused; otherwise missing leaves are left out."},
     {"plan_table", py_plan_table, METH_O, "plan_table(json) -> str: a plan as a table for people."},
     {"match", (PyCFunction)(void (*)(void))py_match, METH_VARARGS | METH_KEYWORDS,
      "match(index, leaves, *, lib='flax', hints=(), rules=(), ordered=False, flatten=None, dtype=None,\n"

@@ -94,7 +94,7 @@ def _mapping_text(mapping):
 
 
 def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=None, strict=True, flatten=None,
-            ordered=False, allow_unsafe=False, threads=0, return_plan=False):
+            ordered=False, allow_unused=False, allow_unsafe=False, threads=0, return_plan=False):
     """The PyTorch weights of `src` in the shape of `like`.
 
     src: a path jaxport reads (.pt, .bin, .safetensors, sharded index...), a
@@ -109,8 +109,10 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     saved plan file to run instead of matching. dtype casts
     floating leaves (float16/bfloat16/float32/float64) in C. strict (the
     default) raises MatchError or AmbiguousError, naming the leaf and why,
-    when any leaf has no source; strict=False leaves those leaves as they
-    are in `like`."""
+    when any leaf has no source, and MatchError when a source weight would be
+    left behind (allow_unused=True drops those; BatchNorm counters and tied
+    copies never count); strict=False keeps unpaired leaves as they are in
+    `like`."""
     index = source_index(src, allow_unsafe=allow_unsafe)
     lib, specs = target_leaves(like, to)
     mapping_text = _mapping_text(mapping)
@@ -118,7 +120,8 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
         dtype = np.dtype(dtype).name
     text, arrays = _core.convert(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules),
                                  ordered=ordered, flatten=flatten, dtype=dtype, mapping=mapping_text,
-                                 dtypes=numpy_dtypes(), strict=strict, threads=threads)
+                                 dtypes=numpy_dtypes(), strict=strict, threads=threads,
+                                 allow_unused=allow_unused)
     if not strict:
         from . import trees
         root = like[0] if isinstance(like, tuple) else like

@@ -1071,7 +1071,7 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     return JP_OK;
 }
 
-jp_code jp_plan_check(const jp_plan *p, jp_err *err) {
+jp_code jp_plan_check(const jp_plan *p, const jp_index *src, bool allow_unused, jp_err *err) {
     for (size_t i = 0; i < p->n; i++) {
         const jp_plan_leaf *l = &p->leaves[i];
         if (l->flags & JP_LEAF_AMBIGUOUS)
@@ -1079,5 +1079,16 @@ jp_code jp_plan_check(const jp_plan *p, jp_err *err) {
         if (l->flags & JP_LEAF_MISSING)
             return jp_err_set(err, JP_MATCH, JP_NO_OFFSET, l->name, "%s", l->rule);
     }
+    size_t lost = 0;
+    const char *first = NULL;
+    for (size_t i = 0; i < p->nunused; i++)
+        if (!p->unused[i].harmless && lost++ == 0) first = jp_index_at(src, p->unused[i].source)->name;
+    char more[64] = "";
+    if (lost > 1) snprintf(more, sizeof more, ", nor %zu more source tensors", lost - 1);
+    if (lost && !allow_unused)
+        return jp_err_set(err, JP_MATCH, JP_NO_OFFSET, first,
+                          "no leaf of the target takes it%s: its weights would be lost (allow unused "
+                          "tensors to drop them)",
+                          more);
     return JP_OK;
 }

@@ -57,7 +57,9 @@ typedef struct jp_match_opts {
 jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets, size_t n,
                  const jp_match_opts *opts, jp_err *err);
 
-/* JP_MATCH or JP_AMBIGUOUS naming the first leaf without a source, or JP_OK. */
-jp_code jp_plan_check(const jp_plan *p, jp_err *err);
+/* JP_MATCH or JP_AMBIGUOUS naming the first leaf without a source; unless
+ * allow_unused, JP_MATCH naming the first source tensor whose weights no
+ * leaf takes (a BatchNorm counter or a tied copy is fine); or JP_OK. */
+jp_code jp_plan_check(const jp_plan *p, const jp_index *src, bool allow_unused, jp_err *err);
 
 #endif /* JP_MATCH_H */

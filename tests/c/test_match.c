@@ -78,7 +78,7 @@ static void test_match_and_json(void) {
     };
     jp_plan *p;
     CHECK(jp_match(&p, ix, leaves, 5, NULL, &err) == JP_OK);
-    CHECK(jp_plan_check(p, &err) == JP_OK);
+    CHECK(jp_plan_check(p, ix, false, &err) == JP_OK);
     CHECK(p->leaves[1].dtype == JP_BF16 && p->leaves[1].parts[0].source == 0 && p->leaves[1].perm[0] == 1);
     CHECK(p->leaves[4].parts[0].slice_axis == 0 && p->leaves[4].parts[0].slice_start == 4);
     CHECK(p->nunused == 0);
@@ -97,8 +97,14 @@ static void test_match_and_json(void) {
     jp_leaf_spec extra[] = {{"params/c/kernel", JP_F32, 2, {7, 7}, NULL}};
     jp_plan *m = NULL;
     CHECK(jp_match(&m, ix, extra, 1, NULL, &err) == JP_OK);
-    CHECK(m && (m->leaves[0].flags & JP_LEAF_MISSING) && jp_plan_check(m, &err) == JP_MATCH);
+    CHECK(m && (m->leaves[0].flags & JP_LEAF_MISSING) && jp_plan_check(m, ix, true, &err) == JP_MATCH);
     CHECK(m && m->nunused == 3 && !m->unused[0].harmless);
+    jp_leaf_spec some[] = {{"params/a/bias", JP_F32, 1, {4}, NULL}, {"params/a/kernel", JP_F32, 2, {3, 4}, NULL}};
+    jp_plan *u = NULL; /* b's in_proj_weight is left over */
+    CHECK(jp_match(&u, ix, some, 2, NULL, &err) == JP_OK);
+    CHECK(u && jp_plan_check(u, ix, false, &err) == JP_MATCH && strstr(err.msg, "would be lost"));
+    CHECK(u && jp_plan_check(u, ix, true, &err) == JP_OK);
+    jp_plan_free(u);
     const char *bad_rule[] = {"(", "x"};
     jp_match_opts bo = {.rules = bad_rule, .nrules = 1};
     jp_plan *b = NULL;

@@ -142,3 +142,17 @@ def test_verify_fails_loudly():
     like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
     with pytest.raises(jaxport.VerifyError, match="max \\|diff\\|"):
         jaxport.verify(tm, lambda x: LinenNet().apply(like, x), X)
+
+
+def test_weights_left_behind_are_refused_unless_allowed():
+    class Bigger(TorchNet):
+        def __init__(self):
+            super().__init__()
+            self.aux = torch.nn.Linear(8, 3)  # a head the JAX model does not have
+
+    tm = Bigger().eval()
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    with pytest.raises(errors.MatchError, match="aux.weight.*would be lost"):
+        jaxport.convert(tm, like)
+    v = jaxport.convert(tm, like, allow_unused=True)
+    np.testing.assert_array_equal(np.asarray(v["params"]["Dense_0"]["bias"]), tm.fc.bias.detach().numpy())
