@@ -190,18 +190,36 @@ static PyObject *new_arrays(const jp_sink_tensor *st, size_t n, PyObject *dtypes
     return out;
 }
 
+/* The executor's progress callback runs on the converting thread, which has
+ * released the GIL: take it for the call into Python. An exception in the
+ * callback is printed and otherwise ignored (it must not stop the writer
+ * halfway with no way to report it). */
+static void progress_to_python(void *ctx, uint64_t done, uint64_t total, const char *name) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallFunction((PyObject *)ctx, "KKs", (unsigned long long)done,
+                                        (unsigned long long)total, name ? name : "");
+    if (!r) PyErr_WriteUnraisable((PyObject *)ctx);
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+}
+
 static PyObject *py_convert(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {CALL_KWLIST, "dtypes", "strict", "threads", "allow_unused", NULL};
+    static char *kwlist[] = {CALL_KWLIST, "dtypes", "strict", "threads", "allow_unused", "progress", NULL};
     PyObject *index, *leaves, *hints = NULL, *rules = NULL, *flatten = NULL, *dtypes = NULL;
     const char *lib = "flax", *dtype = NULL;
     const char *mapping = NULL;
     Py_ssize_t mapping_len = 0;
     int ordered = 0, strict = 1, threads = 0, allow_unused = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT "O!pip", kwlist, &index, &leaves, &lib, &hints, &rules,
+    PyObject *progress = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, CALL_FORMAT "O!pipO", kwlist, &index, &leaves, &lib, &hints, &rules,
                                      &ordered, &flatten, &dtype, &mapping, &mapping_len, &PyDict_Type, &dtypes,
-                                     &strict, &threads, &allow_unused))
+                                     &strict, &threads, &allow_unused, &progress))
         return NULL;
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be a function (done, total, name) or None");
+        return NULL;
+    }
     call c;
     PyObject *arrays = NULL, *result = NULL;
     jp_plan *plan = NULL;
@@ -238,6 +256,10 @@ static PyObject *py_convert(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     rc = jp_sink_open_memory(&sink, st, n, bufs, &err);
     jp_exec_opts eo = {.pool = pool, .skip_missing = true};
+    if (progress != Py_None) {
+        eo.progress = progress_to_python;
+        eo.progress_ctx = progress;
+    }
     if (!rc) rc = jp_exec_run(plan, c.ix, sink, &eo, &err);
     Py_END_ALLOW_THREADS
     if (rc) jp_py_raise(&err);
@@ -268,10 +290,12 @@ static PyObject *py_plan_table(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
-     "convert(index, leaves, *, ..., dtypes, strict=True, threads=0) -> (plan json, {leaf: array})\n\n"
+     "convert(index, leaves, *, ..., dtypes, strict=True, threads=0, allow_unused=False, progress=None)\n"
+     "    -> (plan json, {leaf: array})\n\n"
      "match's arguments, then the plan run by the executor into new numpy arrays (dtypes maps numpy\n"
      "names to dtypes). strict refuses a plan with missing or ambiguous leaves, or with source weights no\n"
-     "leaf takes unless allow_unused; otherwise missing leaves are left out."},
+     "leaf takes unless allow_unused; otherwise missing leaves are left out. progress(done, total, name)\n"
+     "is called with leaf bytes written, a few times a second at most."},
     {"plan_table", py_plan_table, METH_O, "plan_table(json) -> str: a plan as a table for people."},
     {"match", (PyCFunction)(void (*)(void))py_match, METH_VARARGS | METH_KEYWORDS,
      "match(index, leaves, *, lib='flax', hints=(), rules=(), ordered=False, flatten=None, dtype=None,\n"

@@ -5,6 +5,7 @@ target's leaves and puts the new arrays back into an object of the same kind.
 """
 
 import os
+import sys
 
 import numpy as np
 
@@ -85,6 +86,51 @@ def _fill_eqx_state(model, state, arrays):
     return state
 
 
+class _Bar:
+    """A progress line on stderr: tqdm when it is installed, a plain one if not."""
+
+    def __init__(self, label):
+        self.label, self.tqdm, self.shown = label, None, False
+
+    def __call__(self, done, total, name):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            if self.tqdm is None:
+                self.tqdm = tqdm(total=total, unit="B", unit_scale=True, desc=self.label, leave=False)
+            self.tqdm.update(done - self.tqdm.n)
+            return
+        pct = 100.0 * done / total if total else 100.0
+        sys.stderr.write(f"\r{self.label}: {pct:5.1f}%  {done / 2**20:8.1f} / {total / 2**20:.1f} MiB  {name[:40]:<40}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self):
+        if self.tqdm is not None:
+            self.tqdm.close()
+        elif self.shown:
+            sys.stderr.write("\r\033[K")
+
+
+def _progress(progress, index):
+    """The callback for `progress`: None shows a bar on a terminal for
+    conversions over 256 MiB, True always, False never; a function is used
+    as it is."""
+    if callable(progress):
+        return progress, None
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be None, a bool or a function (done, total, name), not {progress!r}")
+    if progress is None:
+        big = sum(t["nbytes"] for t in index.tensors()) > (256 << 20)
+        progress = big and sys.stderr.isatty()
+    if not progress:
+        return None, None
+    bar = _Bar("jaxport.convert")
+    return bar, bar
+
+
 def _mapping_text(mapping):
     """A plan's JSON from a Plan or a saved file (None: match afresh)."""
     if mapping is None or isinstance(mapping, Plan):
@@ -94,7 +140,8 @@ def _mapping_text(mapping):
 
 
 def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=None, strict=True, flatten=None,
-            ordered=False, allow_unused=False, allow_unsafe=False, threads=0, return_plan=False):
+            ordered=False, allow_unused=False, allow_unsafe=False, threads=0, progress=None,
+            return_plan=False):
     """The PyTorch weights of `src` in the shape of `like`.
 
     src: a path jaxport reads (.pt, .bin, .safetensors, sharded index...), a
@@ -112,16 +159,23 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     when any leaf has no source, and MatchError when a source weight would be
     left behind (allow_unused=True drops those; BatchNorm counters and tied
     copies never count); strict=False keeps unpaired leaves as they are in
-    `like`."""
+    `like`. progress: None shows a progress bar (tqdm if installed) on a
+    terminal for conversions over 256 MiB, True always, False never, or a
+    function (done_bytes, total_bytes, leaf_name)."""
     index = source_index(src, allow_unsafe=allow_unsafe)
     lib, specs = target_leaves(like, to)
     mapping_text = _mapping_text(mapping)
     if dtype is not None and not isinstance(dtype, str):
         dtype = np.dtype(dtype).name
-    text, arrays = _core.convert(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules),
-                                 ordered=ordered, flatten=flatten, dtype=dtype, mapping=mapping_text,
-                                 dtypes=numpy_dtypes(), strict=strict, threads=threads,
-                                 allow_unused=allow_unused)
+    callback, bar = _progress(progress, index)
+    try:
+        text, arrays = _core.convert(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules),
+                                     ordered=ordered, flatten=flatten, dtype=dtype, mapping=mapping_text,
+                                     dtypes=numpy_dtypes(), strict=strict, threads=threads,
+                                     allow_unused=allow_unused, progress=callback)
+    finally:
+        if bar is not None:
+            bar.close()
     if not strict:
         from . import trees
         root = like[0] if isinstance(like, tuple) else like

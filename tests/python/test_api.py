@@ -156,3 +156,15 @@ def test_weights_left_behind_are_refused_unless_allowed():
         jaxport.convert(tm, like)
     v = jaxport.convert(tm, like, allow_unused=True)
     np.testing.assert_array_equal(np.asarray(v["params"]["Dense_0"]["bias"]), tm.fc.bias.detach().numpy())
+
+
+def test_progress_callback_sees_every_byte():
+    tm = trained()
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    calls = []
+    jaxport.convert(tm, like, progress=lambda done, total, name: calls.append((done, total, name)))
+    total = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(like))
+    assert calls and calls[-1][:2] == (total, total)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    with pytest.raises(TypeError):
+        jaxport.convert(tm, like, progress=3)
