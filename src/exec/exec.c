@@ -665,7 +665,9 @@ jp_code jp_exec_to_file(const jp_plan *plan, const jp_index *src, const char *pa
     jp_code rc = jp_exec_sink_tensors(plan, opts && opts->skip_missing, &ts, &n, err);
     if (rc) return rc;
     jp_sink *sink;
-    rc = jp_sink_open(&sink, path, format, ts, n, sink_opts, err);
+    jp_sink_opts so = sink_opts ? *sink_opts : (jp_sink_opts){0};
+    if (!so.pool && opts) so.pool = opts->pool; /* the executor's threads help the writer too */
+    rc = jp_sink_open(&sink, path, format, ts, n, &so, err);
     free(ts);
     if (rc) return rc;
     return jp_exec_run(plan, src, sink, opts, err);

@@ -6,6 +6,7 @@
 #define JP_SINK_H
 
 #include "../common/common.h"
+#include "../common/pool.h"
 
 typedef struct jp_sink_tensor {
     const char *name;   /* path with '.' or '/' separators as the format wants */
@@ -20,6 +21,7 @@ typedef struct jp_sink_opts {
     size_t nmeta;
     uint64_t shard_bytes;    /* safetensors: split into shards above this size; 0 = one file */
     uint64_t chunk_bytes;    /* msgpack: chunk arrays above this size, as flax does; 0 = 2**30 */
+    jp_pool *pool;           /* npz: checksums of big pieces spread over its threads; may be NULL */
 } jp_sink_opts;
 
 typedef struct jp_sink jp_sink;

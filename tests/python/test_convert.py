@@ -231,3 +231,26 @@ def test_save_errors_leave_no_file(tmp_path):
     with pytest.raises(errors.ArgumentError):  # "a" is a tensor and a map
         jaxport.save({"a": np.ones(2), "a/b": np.ones(2)}, tmp_path / "e.msgpack")
     assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("ext", ["npz", "safetensors"])
+def test_pt_to_npz_and_safetensors_whatever_the_threads(tmp_path, ext):
+    """Big pieces' checksums are spread over threads (npz); the bytes must not
+    depend on how many."""
+    import zipfile
+    sd = {"big": torch.randn(700, 1000), "t": torch.randn(300, 200).t(), "i": torch.arange(10)}
+    torch.save(sd, tmp_path / "x.pt")
+    outs = []
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"y{threads}.{ext}"
+        convert(tmp_path / "x.pt", "-o", out, "--threads", threads, "--quiet")
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    if ext == "npz":
+        assert zipfile.ZipFile(tmp_path / "y2.npz").testzip() is None
+        got = np.load(tmp_path / "y2.npz")
+    else:
+        from safetensors.numpy import load_file
+        got = load_file(tmp_path / "y2.safetensors")
+    for name, t in sd.items():
+        np.testing.assert_array_equal(got[name], t.numpy(), err_msg=name)
