@@ -294,10 +294,15 @@ jp_code jp_index_open(jp_index **out, const char *path, const jp_open_opts *opts
     return open_common(ix, path, d, len, out, err);
 }
 
-static const jp_tensor *sort_base;
-static int by_data(const void *a, const void *b) {
-    uintptr_t x = (uintptr_t)sort_base[*(const size_t *)a].data, y = (uintptr_t)sort_base[*(const size_t *)b].data;
-    return x < y ? -1 : x > y;
+/* A tensor's first address and its place, sorted without shared state. */
+typedef struct by_address {
+    uintptr_t data;
+    size_t i;
+} by_address;
+
+static int cmp_address(const void *a, const void *b) {
+    const by_address *x = a, *y = b;
+    return x->data < y->data ? -1 : x->data > y->data ? 1 : (x->i > y->i) - (x->i < y->i);
 }
 
 jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n, const char *name,
@@ -306,7 +311,7 @@ jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n
     if (!out || (!tensors && n)) return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL, "no output or tensors");
     *out = NULL;
     jp_index *ix = new_index(name ? name : "<arrays>", NULL);
-    size_t *order = calloc(n + 1, sizeof *order);
+    by_address *order = calloc(n + 1, sizeof *order);
     if (!ix || !order) {
         free(order);
         jp_index_close(ix);
@@ -326,15 +331,14 @@ jp_code jp_index_open_tensors(jp_index **out, const jp_tensor *tensors, size_t n
         t->name = kept;
         t->flags = 0; /* finish() sets what holds */
         t->file_offset = JP_NO_OFFSET;
-        order[i] = i;
+        order[i] = (by_address){(uintptr_t)src->data, i};
     }
     /* Tensors that start at the same address share a storage (tied weights). */
-    sort_base = tensors;
-    if (!rc) qsort(order, n, sizeof *order, by_data);
+    if (!rc) qsort(order, n, sizeof *order, cmp_address);
     for (size_t k = 0; k < n && !rc; k++) {
-        jp_tensor *t = JP_VEC_AT(&ix->tensors, jp_tensor *, order[k]);
-        bool same = k && t->data && t->data == tensors[order[k - 1]].data;
-        t->storage = same ? JP_VEC_AT(&ix->tensors, jp_tensor *, order[k - 1])->storage : ix->nstorages++;
+        jp_tensor *t = JP_VEC_AT(&ix->tensors, jp_tensor *, order[k].i);
+        bool same = k && t->data && order[k].data == order[k - 1].data;
+        t->storage = same ? JP_VEC_AT(&ix->tensors, jp_tensor *, order[k - 1].i)->storage : ix->nstorages++;
     }
     free(order);
     if (!rc) rc = finish(ix, err);
