@@ -232,9 +232,11 @@ static jp_code add_virtual_qkv(matcher *m, int64_t mi) {
     static const char *const parts[3] = {"query", "key", "value"};
     int64_t e = SL(m, w)->shape[0] / 3;
     for (int p = 0; p < 3; p++) {
-        const char *base = qkv_linear ? md->path : md->path;
+        /* A qkv Linear's parts are its siblings ("attn.qkv" gives "attn.query");
+         * in_proj's are the attention module's children. */
         char *path = qkv_linear && ls > 0 ? jp_arena_printf(&m->tmp, "%.*s.%s", (int)(ls - 1), md->path, parts[p])
-                                          : jp_arena_printf(&m->tmp, "%s%s%s", base, *base ? "." : "", parts[p]);
+                                          : jp_arena_printf(&m->tmp, "%s%s%s", md->path, *md->path ? "." : "",
+                                                            parts[p]);
         if (!path) return oom(m);
         int64_t vi = find_or_add_module(m, &m->src, path, MOD(&m->src, mi)->order * 4 + 1 + (uint64_t)p);
         if (vi < 0) return oom(m);
