@@ -7,12 +7,10 @@
 #include <string.h>
 
 #include "match/mapping.h"
+#include "plan_source.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* flax.serialization.to_bytes({"a": {"weight": f32[4, 3], "bias": f32[4]},
- *                              "b": {"in_proj_weight": f32[6, 3]}}) */
-static const uint8_t source[] = {130,161,97,130,166,119,101,105,103,104,116,199,62,1,147,146,4,3,167,102,108,111,97,116,51,50,196,48,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,164,98,105,97,115,199,29,1,147,145,4,167,102,108,111,97,116,51,50,196,16,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,161,98,129,174,105,110,95,112,114,111,106,95,119,101,105,103,104,116,199,86,1,147,146,6,3,167,102,108,111,97,116,51,50,196,72,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,0,0,64,65,0,0,80,65,0,0,96,65,0,0,112,65,0,0,128,65,0,0,136,65};
 
 static const jp_leaf_spec leaves[] = {
     {"params/a/kernel", JP_F32, 2, {3, 4}, NULL},
@@ -25,7 +23,7 @@ static const jp_leaf_spec leaves[] = {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     jp_index *ix;
     jp_err err;
-    if (jp_index_open_memory(&ix, source, sizeof source, "source.msgpack", NULL, &err)) abort();
+    if (jp_index_open_memory(&ix, plan_source, sizeof plan_source, "source.msgpack", NULL, &err)) abort();
     jp_plan *plan;
     if (jp_plan_from_json(&plan, (const char *)data, size, ix, leaves, NLEAVES, &err) != JP_OK) {
         assert(err.code != JP_OK && err.msg[0]);

@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "match/mapping.h"
+#include "../../fuzz/plan_source.h"
 
 static void test_names(void) {
     char k[64];
@@ -61,14 +62,10 @@ static void test_layouts(void) {
     CHECK(x.ndim == 4 && x.shape[1] == 3 && x.perm[0] == 2 && x.perm[3] == 0);
 }
 
-/* flax.serialization.to_bytes({"a": {"weight": f32[4, 3], "bias": f32[4]},
- *                              "b": {"in_proj_weight": f32[6, 3]}}) */
-static const uint8_t source[] = {130,161,97,130,166,119,101,105,103,104,116,199,62,1,147,146,4,3,167,102,108,111,97,116,51,50,196,48,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,164,98,105,97,115,199,29,1,147,145,4,167,102,108,111,97,116,51,50,196,16,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,161,98,129,174,105,110,95,112,114,111,106,95,119,101,105,103,104,116,199,86,1,147,146,6,3,167,102,108,111,97,116,51,50,196,72,0,0,0,0,0,0,128,63,0,0,0,64,0,0,64,64,0,0,128,64,0,0,160,64,0,0,192,64,0,0,224,64,0,0,0,65,0,0,16,65,0,0,32,65,0,0,48,65,0,0,64,65,0,0,80,65,0,0,96,65,0,0,112,65,0,0,128,65,0,0,136,65};
-
 static void test_match_and_json(void) {
     jp_index *ix;
     jp_err err;
-    CHECK(jp_index_open_memory(&ix, source, sizeof source, "source.msgpack", NULL, &err) == JP_OK);
+    CHECK(jp_index_open_memory(&ix, plan_source, sizeof plan_source, "source.msgpack", NULL, &err) == JP_OK);
     jp_leaf_spec leaves[] = {
         {"params/a/bias", JP_F32, 1, {4}, NULL},
         {"params/a/kernel", JP_BF16, 2, {3, 4}, NULL},
