@@ -16,6 +16,13 @@ import numpy as np
 
 import jaxport
 
+def cli_tool():
+    """The jaxport command built beside the package the tests import."""
+    tool = Path(jaxport.__file__).resolve().parents[2] / "cli" / "jaxport"
+    assert tool.exists(), f"{tool} is not built"
+    return str(tool)
+
+
 FLOAT_DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64]
 INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
 FLOAT8_DTYPES = [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]

@@ -23,17 +23,11 @@ import torch
 
 import jaxport
 from jaxport import errors
-from jaxfixtures import mlp, model_with_state, param_tree, write_eqx
-
-
-def _cli():
-    tool = Path(jaxport.__file__).resolve().parents[2] / "cli" / "jaxport"
-    assert tool.exists(), f"{tool} is not built"
-    return str(tool)
+from jaxfixtures import cli_tool, mlp, model_with_state, param_tree, write_eqx
 
 
 def convert(*args, check=True):
-    r = subprocess.run([_cli(), "convert", *map(str, args)], capture_output=True, text=True)
+    r = subprocess.run([cli_tool(), "convert", *map(str, args)], capture_output=True, text=True)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -161,7 +155,7 @@ def test_sigint_leaves_no_file(tmp_path):
     digest = hashlib.sha1(big.read_bytes()).hexdigest()
     out = tmp_path / "out" / "big.msgpack"
     out.parent.mkdir()
-    p = subprocess.Popen([_cli(), "convert", big, "-o", out, "--dtype", "f64", "--threads", "1"],
+    p = subprocess.Popen([cli_tool(), "convert", big, "-o", out, "--dtype", "f64", "--threads", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while not any(out.parent.iterdir()) and p.poll() is None and time.monotonic() < deadline:

@@ -14,8 +14,8 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs(script, tmp_path):
-    import jaxport
-    cli = Path(jaxport.__file__).resolve().parents[2] / "cli"
+    from jaxfixtures import cli_tool
+    cli = Path(cli_tool()).parent
     env = dict(os.environ, PATH=f"{cli}{os.pathsep}{os.environ.get('PATH', '')}")
     args = [sys.executable, str(EXAMPLES / script)] + (["--out", str(tmp_path)] if script == "minilm.py" else [])
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)

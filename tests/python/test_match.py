@@ -471,9 +471,8 @@ def test_equinox_batchnorm_statistics_come_from_the_state(tmp_path):
 
 def _cli(*args):
     import subprocess
-    from pathlib import Path
-    tool = Path(jaxport.__file__).resolve().parents[2] / "cli" / "jaxport"
-    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True)
+    from jaxfixtures import cli_tool
+    return subprocess.run([cli_tool(), *map(str, args)], capture_output=True, text=True)
 
 
 def test_cli_match_and_convert_like_a_template(tmp_path):
