@@ -50,9 +50,10 @@ def source_index(src, *, allow_unsafe=False):
     return _core.from_arrays(names, [_torch_array(state[k]) for k in names])
 
 
-def _rebuild(like, lib, arrays):
+def _rebuild(like, lib, arrays, keep_missing):
     """`like` with its leaves replaced by `arrays` (leaf path -> array), as
-    jax arrays, in an object of the same kind."""
+    jax arrays, in an object of the same kind; with keep_missing, leaves
+    `arrays` lacks stay as they are in `like`."""
     import jax
     import jax.numpy as jnp
     from . import trees
@@ -60,9 +61,9 @@ def _rebuild(like, lib, arrays):
     if lib == "nnx":
         from flax import nnx
         if isinstance(like, nnx.Module):
-            nnx.update(like, trees.unflatten(nnx.state(like), device))
+            nnx.update(like, trees.unflatten(nnx.state(like), device, keep_missing))
             return like
-        return trees.unflatten(like, device)
+        return trees.unflatten(like, device, keep_missing)
     if lib == "equinox":
         model, state = like if isinstance(like, tuple) else (like, None)
         names, leaves = trees.flatten(model)
@@ -71,18 +72,17 @@ def _rebuild(like, lib, arrays):
         if state is None:
             return model
         return model, _fill_eqx_state(model, state, device)
-    return trees.unflatten(like, device)
+    return trees.unflatten(like, device, keep_missing)
 
 
 def _fill_eqx_state(model, state, arrays):
-    import equinox as eqx
-    import jax
-    from . import trees
-    is_bn = lambda x: isinstance(x, eqx.nn.BatchNorm)  # noqa: E731
-    for path, node in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_bn)[0]:
-        if is_bn(node) and node.ema_state_index is not None:
-            prefix = trees._path_name(path)
-            state = state.set(node.ema_state_index, (arrays[prefix + "/running_mean"], arrays[prefix + "/running_var"]))
+    """state with each BatchNorm's running statistics from arrays (those a
+    lenient conversion did not pair are left as they were)."""
+    from .match import eqx_batch_norms
+    for prefix, bn in eqx_batch_norms(model):
+        mean, var = arrays.get(prefix + "/running_mean"), arrays.get(prefix + "/running_var")
+        if mean is not None and var is not None:
+            state = state.set(bn.ema_state_index, (mean, var))
     return state
 
 
@@ -114,16 +114,17 @@ class _Bar:
             sys.stderr.write("\r\033[K")
 
 
-def _progress(progress, index):
+def _progress(progress, specs):
     """The callback for `progress`: None shows a bar on a terminal for
-    conversions over 256 MiB, True always, False never; a function is used
+    conversions whose leaves hold over 256 MiB, True always, False never; a function is used
     as it is."""
     if callable(progress):
         return progress, None
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be None, a bool or a function (done, total, name), not {progress!r}")
     if progress is None:
-        big = sum(t["nbytes"] for t in index.tensors()) > (256 << 20)
+        sizes = numpy_dtypes()
+        big = sum(int(np.prod(shape)) * sizes[dt].itemsize for _, shape, dt, _ in specs) > (256 << 20)
         progress = big and sys.stderr.isatty()
     if not progress:
         return None, None
@@ -167,7 +168,7 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     mapping_text = _mapping_text(mapping)
     if dtype is not None and not isinstance(dtype, str):
         dtype = np.dtype(dtype).name
-    callback, bar = _progress(progress, index)
+    callback, bar = _progress(progress, specs)
     try:
         text, arrays = _core.convert(index, specs, lib=lib, hints=tuple(hints), rules=_rule_list(rules),
                                      ordered=ordered, flatten=flatten, dtype=dtype, mapping=mapping_text,
@@ -176,13 +177,7 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     finally:
         if bar is not None:
             bar.close()
-    if not strict:
-        from . import trees
-        root = like[0] if isinstance(like, tuple) else like
-        names, leaves = trees.flatten(root)
-        for name, leaf in zip(names, leaves):
-            arrays.setdefault(name, leaf)
-    out = _rebuild(like, lib, arrays)
+    out = _rebuild(like, lib, arrays, keep_missing=not strict)
     return (out, Plan(text, index, lib)) if return_plan else out
 
 

@@ -80,20 +80,26 @@ def target_leaves(like, to=None):
     return lib, specs
 
 
-def eqx_state_leaves(model, state):
-    """An Equinox BatchNorm keeps its running statistics in an eqx.nn.State,
-    not in the model: name them after the layer, as PyTorch does
-    ("bn/running_mean", "bn/running_var"), so they pair by name."""
+def eqx_batch_norms(model):
+    """(path, layer) for each Equinox BatchNorm keeping running statistics
+    (in an eqx.nn.State, not in the model). The statistics are named after
+    the layer, as PyTorch does: path + "/running_mean", "/running_var"."""
     import equinox as eqx
     import jax
     from . import trees
-    out = []
     is_bn = lambda x: isinstance(x, eqx.nn.BatchNorm)  # noqa: E731
     for path, node in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_bn)[0]:
         if is_bn(node) and node.ema_state_index is not None:
-            mean, var = state.get(node.ema_state_index)
-            prefix = trees._path_name(path)
-            out += [(prefix + "/running_mean", mean), (prefix + "/running_var", var)]
+            yield trees._path_name(path), node
+
+
+def eqx_state_leaves(model, state):
+    """The running statistics of the model's BatchNorms, named so they pair
+    with PyTorch's by name."""
+    out = []
+    for prefix, bn in eqx_batch_norms(model):
+        mean, var = state.get(bn.ema_state_index)
+        out += [(prefix + "/running_mean", mean), (prefix + "/running_var", var)]
     return out
 
 

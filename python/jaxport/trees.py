@@ -61,18 +61,19 @@ def flatten(tree):
     return [_path_name(p) for p in paths], values
 
 
-def unflatten(like, arrays):
+def unflatten(like, arrays, keep_missing=False):
     """`like` with each leaf replaced by ``arrays[name]`` (names as `flatten`
     gives them); an nnx Variable keeps its type and takes the array as value.
-    Raises KeyError naming the leaves that `arrays` lacks."""
+    Raises KeyError naming the leaves that `arrays` lacks, unless
+    keep_missing, which leaves them as they are in `like`."""
     paths, leaves, treedef, var = _flatten_with_path(like)
     names = [_path_name(p) for p in paths]
-    missing = [n for n in names if n not in arrays]
+    missing = [] if keep_missing else [n for n in names if n not in arrays]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise KeyError(f"{len(missing)} leaves of `like` are not in the file: {shown}")
     new = [
-        old.replace(arrays[n]) if var and isinstance(old, var) else arrays[n]
+        old if n not in arrays else old.replace(arrays[n]) if var and isinstance(old, var) else arrays[n]
         for n, old in zip(names, leaves)
     ]
     return treedef.unflatten(new)
