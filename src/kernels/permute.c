@@ -54,7 +54,8 @@ typedef struct plan {
     bool stage;         /* tiles: make blocks in scratch, then write them out by rows */
     int64_t step;       /* staged tiles: source rows made in scratch at a time */
     int64_t ahead;      /* staged tiles: how many source rows ahead to prefetch */
-    int64_t shift;      /* tiles: elements before the first 64-byte boundary of a row */
+    int64_t shift;      /* streamed: destination elements before its first 64-byte boundary */
+    int64_t shift_a;    /* streamed tiles: the same for the source along a */
 } plan;
 
 /* One item's place: its source and destination, and its extent along a
@@ -179,8 +180,10 @@ static place locate(const plan *p, uint64_t it) {
     dof += i0 * p->ds[inner];
     at.ra = 1;
     if (p->walk == WALK_TILES) {
-        int64_t a0 = ka * p->ba;
-        at.ra = p->n[p->a] - a0 < p->ba ? p->n[p->a] - a0 : p->ba;
+        int64_t first_a = p->shift_a ? p->shift_a : p->ba,
+                a0 = ka ? first_a + (ka - 1) * p->ba : 0;
+        at.ra = ka ? p->ba : first_a;
+        if (at.ra > p->n[p->a] - a0) at.ra = p->n[p->a] - a0;
         so += a0 * p->ss[p->a];
         dof += a0 * p->ds[p->a];
     }
@@ -221,6 +224,20 @@ static void task(void *ctx, size_t t, int worker) {
     if (p->stream) jp_stream_fence();
 }
 
+/* How many elements of size esize along axis `along` of one side (base and
+ * its byte strides st) come before the first 64-byte line boundary, when
+ * every line of elements along it starts at the same place in a cache
+ * line; 0 when they do not, or when there is no such boundary inside. */
+static int64_t line_shift(const unsigned char *base, int64_t esize, const int64_t *st,
+                          const plan *p, int along) {
+    uintptr_t mis = (uintptr_t)base & 63;
+    if (!mis || mis % (uintptr_t)esize) return 0;
+    for (int x = 0; x < p->nd; x++)
+        if (x != along && st[x] % 64) return 0;
+    int64_t shift = (int64_t)(64 - mis) / esize;
+    return shift < p->n[along] ? shift : 0;
+}
+
 /* Chooses the walk and its blocks. */
 static void choose_walk(plan *p, uint64_t numel) {
     int inner = p->nd - 1;
@@ -250,7 +267,11 @@ static void choose_walk(plan *p, uint64_t numel) {
         p->stage = p->stream || p->ss[inner] % 512 == 0;
         p->bi = ROW_BYTES / dsz;
         p->ba = p->stage ? STREAM_ROWS : TILE_BYTES / (p->bi * ssz);
-        p->nba = (p->n[p->a] + p->ba - 1) / p->ba;
+        /* A streamed source's blocks along a start on its 64-byte lines
+         * (numpy's large arrays start 16 bytes into one): otherwise each
+         * row of a block reads five lines for four lines' worth. */
+        p->shift_a = p->stream ? line_shift(p->src, ssz, p->ss, p, p->a) : 0;
+        p->nba = (p->shift_a > 0) + (p->n[p->a] - p->shift_a + p->ba - 1) / p->ba;
         p->fused = !p->cast.copy && p->cast.src == JP_F32 && p->cast.dst == JP_BF16;
         p->cast_first = !p->cast.copy && !p->fused && dsz < ssz;
         p->tr = p->fused ? jp_transpose_f32_bf16()
@@ -267,12 +288,8 @@ static void choose_walk(plan *p, uint64_t numel) {
         p->ahead = p->cast.copy && dsz == 2 ? p->bi : p->step;
     }
     /* A streamed destination's blocks along the inner axis start on its
-     * 64-byte lines, when every row starts at the same place in a line. */
-    uintptr_t mis = (uintptr_t)p->dst & 63;
-    bool rows_agree = mis % (uintptr_t)dsz == 0;
-    for (int x = 0; x < inner; x++) rows_agree = rows_agree && p->ds[x] % 64 == 0;
-    p->shift = p->stream && rows_agree && mis ? (int64_t)(64 - mis) / dsz : 0;
-    if (p->shift >= p->n[inner]) p->shift = 0;
+     * 64-byte lines. */
+    p->shift = p->stream ? line_shift(p->dst, dsz, p->ds, p, inner) : 0;
     p->nbi = (p->shift > 0) + (p->n[inner] - p->shift + p->bi - 1) / p->bi;
     p->items = (uint64_t)p->nba * (uint64_t)p->nbi;
     for (int x = 0; x < inner; x++)

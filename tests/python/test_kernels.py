@@ -317,6 +317,22 @@ def test_large_transpose_threads_and_misaligned_output(src, dst, simd):
             assert bytes(out) == want.tobytes(), (threads, shift)
 
 
+@pytest.mark.parametrize("src,dst", [("float32", None), ("float32", "bfloat16"),
+                                     ("bfloat16", None), ("float64", None)])
+def test_large_transpose_source_off_its_cache_lines(src, dst, simd):
+    # Source rows a multiple of 64 bytes apart, all starting the same number
+    # of bytes into a cache line: the streamed blocks along the source rows
+    # then start on line boundaries, after a first narrower block.
+    rows = 1030
+    cols = -(-(9 << 20) // (rows * dt(dst or src).itemsize * 64)) * 64  # output over 8 MiB
+    base = sample((rows, cols + 64 // dt(src).itemsize), src)
+    for skip in (0, 1, 3):
+        start = (64 - base.ctypes.data % 64) // base.itemsize + skip
+        view = base[:, start:start + cols - 16]
+        want = reference_cast(dense(view.T), dst or src)
+        assert same_bytes(jp(view, dst, (1, 0), base=base), want), skip
+
+
 def test_conv_kernel_to_hwio(simd):
     for shape in [(64, 3, 7, 5), (64, 64, 7, 7), (32, 16, 3, 3), (8, 4, 1, 1)]:
         w = sample(shape, "float32")
