@@ -2,7 +2,7 @@
 
     PYTHONPATH=build/python python bench/kernels.py [--quick] [--repeat N]
 
-For each shape (Linear weights (out, in) -> (in, out), and a conv kernel
+For each shape (Linear weights (out, in) -> (in, out), and conv kernels
 (O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
 times, best of N runs on the same source and destination buffers, the four
 taking turns run by run (so that a busy spell of a shared machine falls on
@@ -30,6 +30,8 @@ SHAPES = [
     ("4096x14336", (4096, 14336), (1, 0)),
     ("14336x4096", (14336, 4096), (1, 0)),
     ("conv 64x64x7x7", (64, 64, 7, 7), (2, 3, 1, 0)),
+    ("conv 256x256x3x3", (256, 256, 3, 3), (2, 3, 1, 0)),
+    ("conv 512x512x3x3", (512, 512, 3, 3), (2, 3, 1, 0)),
 ]
 QUICK = [
     ("1024x1024", (1024, 1024), (1, 0)),

@@ -263,6 +263,60 @@ static void test_simd_levels(void) {
     free(src);
 }
 
+/* (O, I, 3, 3) -> (3, 3, I, O), as a conv kernel goes from PyTorch to Flax,
+ * checked element by element. The source rows (O) are a multiple of 512
+ * bytes apart, so the blocks are staged and the nine-element rows grouped
+ * with the input channels; (512, 512) streams its output. Sources on and
+ * off a cache line, on one thread and on three. */
+static void test_conv_grouped_rows(void) {
+    static const struct {
+        jp_dtype in, out;
+    } kinds[] = {{JP_F32, JP_F32}, {JP_F32, JP_BF16}, {JP_BF16, JP_BF16}};
+    static const int64_t sizes[][2] = {{256, 256}, {8, 64}, {512, 512}};
+    size_t cap = 512 * 512 * 9 * 4 + 64;
+    unsigned char *buf = aligned_alloc(64, cap), *dst = malloc(512 * 512 * 9 * 4);
+    jp_pool *pool = NULL;
+    jp_err err;
+    CHECK(buf && dst);
+    CHECK_EQ_U64(jp_pool_create(&pool, 3, &err), JP_OK);
+    if (!buf || !dst || !pool) return;
+    fill_random(buf, cap, 11);
+    const int perm[4] = {2, 3, 1, 0};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++)
+        for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++)
+            for (int skip = 0; skip < 2; skip++) {
+                int64_t o = sizes[z][0], in = sizes[z][1], shape[4] = {o, in, 3, 3};
+                size_t es = jp_dtype_size(kinds[k].in), os = jp_dtype_size(kinds[k].out);
+                const unsigned char *src = buf + (size_t)skip * es;
+                CHECK_EQ_U64(jp_permute_cast_strided(dst, kinds[k].out, NULL, src, kinds[k].in, 4,
+                                                     shape, NULL, perm, skip ? pool : NULL, &err),
+                             JP_OK);
+                size_t bad = 0;
+                for (int64_t a = 0; a < o; a++)
+                    for (int64_t b = 0; b < in; b++)
+                        for (int64_t q = 0; q < 9; q++) {
+                            const unsigned char *s = src + (size_t)((a * in + b) * 9 + q) * es;
+                            const unsigned char *d = dst + (size_t)((q * in + b) * o + a) * os;
+                            if (kinds[k].in == kinds[k].out) {
+                                bad += memcmp(d, s, es) != 0;
+                            } else {
+                                uint32_t u;
+                                uint16_t h;
+                                memcpy(&u, s, 4);
+                                memcpy(&h, d, 2);
+                                bad += h != jp_bf16_from_f32(u);
+                            }
+                        }
+                if (bad)
+                    fprintf(stderr, "kind %zu, %lld x %lld x 3 x 3, skip %d: %zu wrong\n", k,
+                            (long long)o, (long long)in, skip, bad);
+                CHECK_EQ_U64(bad, 0);
+            }
+    jp_pool_destroy(pool);
+    free(dst);
+    free(buf);
+}
+
 typedef struct {
     int *hits;
 } count_ctx;
@@ -319,5 +373,6 @@ int main(void) {
     test_views();
     test_pool();
     test_simd_levels();
+    test_conv_grouped_rows();
     return check_done("test_kernels");
 }

@@ -334,11 +334,28 @@ def test_large_transpose_source_off_its_cache_lines(src, dst, simd):
 
 
 def test_conv_kernel_to_hwio(simd):
-    for shape in [(64, 3, 7, 5), (64, 64, 7, 7), (32, 16, 3, 3), (8, 4, 1, 1)]:
+    # (256, 256, 3, 3) and (8, 64, 3, 3) have rows 512 bytes apart, so their
+    # nine-element rows are grouped with the input channels.
+    for shape in [(64, 3, 7, 5), (64, 64, 7, 7), (32, 16, 3, 3), (8, 4, 1, 1), (256, 256, 3, 3),
+                  (8, 64, 3, 3)]:
         w = sample(shape, "float32")
         for dst in ("float32", "bfloat16", "float16"):
             want = dense(w.transpose(2, 3, 1, 0)).astype(dt(dst))
             assert same_bytes(jp(w, dst, (2, 3, 1, 0), threads=0), want), (shape, dst)
+
+
+@pytest.mark.parametrize("src,dst", [("float32", None), ("float32", "bfloat16"),
+                                     ("bfloat16", None)])
+def test_large_conv_kernel_grouped_rows(src, dst, simd):
+    # Over 8 MiB of output: streamed, the nine-element rows grouped with the
+    # input channels, from sources that start on and off a cache line, over
+    # two threads.
+    base = sample((512 * 256 * 9 + 64,), src)
+    for skip in (0, 1, 5):
+        start = (64 - base.ctypes.data % 64) // base.itemsize + skip
+        w = base[start:start + 512 * 256 * 9].reshape(512, 256, 3, 3)
+        want = reference_cast(dense(w.transpose(2, 3, 1, 0)), dst or src)
+        assert same_bytes(jp(w, dst, (2, 3, 1, 0), base=base, threads=2), want), skip
 
 
 # ------------------------------------------------------------------ errors
