@@ -217,8 +217,8 @@ def child(tool, stem, target, repeat, budget):
         like = unflatten_dict({tuple(k.split("/")): jax.ShapeDtypeStruct(s, d) for k, s, d in saved["spec"]})
     else:
         # numpy zeros as leaves: statedict2pytree converts eqx.is_array leaves
-        # only, and jaxport's Equinox flattening skips ShapeDtypeStruct leaves
-        # (see bench/README.md), so both get the same concrete model.
+        # only; jaxport is given the same concrete model (it would take the
+        # ShapeDtypeStruct one as well).
         like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), eqx_mlp_shapes(size))
     out = {}
     extra = {}

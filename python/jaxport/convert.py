@@ -77,12 +77,18 @@ def _rebuild(like, lib, arrays, keep_missing):
 
 def _fill_eqx_state(model, state, arrays):
     """state with each BatchNorm's running statistics from arrays (those a
-    lenient conversion did not pair are left as they were)."""
+    lenient conversion did not pair are left as they were). A BatchNorm so
+    filled is marked as past its first step, as PyTorch's is: otherwise
+    Equinox's first training step would replace the statistics with those of
+    one batch."""
+    import jax.numpy as jnp
     from .match import eqx_batch_norms
     for prefix, bn in eqx_batch_norms(model):
         mean, var = arrays.get(prefix + "/running_mean"), arrays.get(prefix + "/running_var")
         if mean is not None and var is not None:
             state = state.set(bn.ema_state_index, (mean, var))
+            if bn.ema_first_time_index is not None:
+                state = state.set(bn.ema_first_time_index, jnp.array(False))
     return state
 
 

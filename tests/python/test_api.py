@@ -1,6 +1,7 @@
 """jaxport.convert / autoconvert / verify: one call from a PyTorch model to
 the JAX object the user passed, for each target library, checked by outputs."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,30 +74,58 @@ def test_nnx_module_is_updated_in_place():
     jaxport.verify(tm, model, X, rtol=1e-4, atol=1e-5)
 
 
+class EqxNet(eqx.Module):
+    conv: eqx.nn.Conv2d
+    bn: eqx.nn.BatchNorm
+    fc: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(3, 8, 3, padding=1, key=k1)
+        self.bn = eqx.nn.BatchNorm(8, axis_name="batch", inference=True, momentum=0.9)  # PyTorch's 0.1
+        self.fc = eqx.nn.Linear(8, 4, key=k2)
+
+    def __call__(self, x, state):
+        y, state = self.bn(self.conv(x), state)
+        return self.fc(jax.nn.relu(y).mean(axis=(1, 2))), state
+
+
 def test_equinox_autoconvert_fills_the_state():
-    import equinox as eqx
-
-    class E(eqx.Module):
-        conv: eqx.nn.Conv2d
-        bn: eqx.nn.BatchNorm
-        fc: eqx.nn.Linear
-
-        def __init__(self, key):
-            k1, k2 = jax.random.split(key)
-            self.conv = eqx.nn.Conv2d(3, 8, 3, padding=1, key=k1)
-            self.bn = eqx.nn.BatchNorm(8, axis_name="batch", inference=True)
-            self.fc = eqx.nn.Linear(8, 4, key=k2)
-
-        def __call__(self, x, state):
-            y, state = self.bn(self.conv(x), state)
-            return self.fc(jax.nn.relu(y).mean(axis=(1, 2))), state
-
     tm = trained()
-    model = E(jax.random.key(0))
+    model = EqxNet(jax.random.key(0))
     model, state = jaxport.autoconvert(model, tm.state_dict())  # built directly: Equinox makes the State
     np.testing.assert_array_equal(np.asarray(state.get(model.bn.ema_state_index)[0]), tm.bn.running_mean.numpy())
     fn = jax.vmap(lambda x: model(x, state)[0])
     jaxport.verify(tm, fn, X, layout="same", rtol=1e-4, atol=1e-5)
+
+
+def test_abstract_targets_are_filled_without_an_init():
+    # Big models are described, not initialised: jax.eval_shape for linen,
+    # eqx.filter_eval_shape for Equinox give ShapeDtypeStruct leaves.
+    tm = trained()
+    like = jax.eval_shape(LinenNet().init, jax.random.key(0), jax.ShapeDtypeStruct((1, 6, 6, 3), jnp.float32))
+    variables = jaxport.convert(tm, like)
+    assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(variables))
+    jaxport.verify(tm, lambda x: LinenNet().apply(variables, x), X, rtol=1e-4, atol=1e-5)
+
+    model, state = jaxport.convert(tm, eqx.filter_eval_shape(eqx.nn.make_with_state(EqxNet), jax.random.key(0)))
+    assert not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves((model, state)))
+    jaxport.verify(tm, jax.vmap(lambda x: model(x, state)[0]), X, layout="same", rtol=1e-4, atol=1e-5)
+
+
+def test_equinox_batchnorm_trains_on_from_the_pytorch_statistics():
+    # One training step in Equinox must move the running statistics as one
+    # in PyTorch does (momentum 0.1 from the loaded ones), not replace them
+    # with the batch's as Equinox does on a BatchNorm's first step.
+    tm = trained()
+    model, state = jaxport.convert(tm, eqx.nn.make_with_state(EqxNet)(jax.random.key(0)))
+    model = eqx.nn.inference_mode(model, False)
+    x = np.random.RandomState(1).randn(4, 3, 6, 6).astype(np.float32)
+    _, state = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+    tm.train()
+    tm(torch.from_numpy(x))
+    mean, var = state.get(model.bn.ema_state_index)
+    np.testing.assert_allclose(np.asarray(mean), tm.bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_from_files_in_every_source_format(tmp_path):
