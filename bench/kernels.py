@@ -4,7 +4,8 @@
 
 For each shape (Linear weights (out, in) -> (in, out), and conv kernels
 (O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
-times, best of N runs on the same source and destination buffers, the four
+times, best of N runs (30 N for tensors moving under 8 MB, whose runs take
+microseconds) on the same source and destination buffers, the four
 taking turns run by run (so that a busy spell of a shared machine falls on
 all of them, not on one):
   memcpy  numpy.copyto between contiguous f32 buffers of the source's size
@@ -43,11 +44,12 @@ QUICK = [
 def best(fns, repeat, small):
     """The best time of each function, the functions taking turns. A small
     tensor lives in the caches, so there each timed run comes right after an
-    untimed one of the same function, as it would in a loop of its own."""
+    untimed one of the same function, as it would in a loop of its own; its
+    runs take microseconds, so it gets 30 times as many to find the best."""
     for fn in fns:
         fn()  # warm up: page faults, caches
     times = [float("inf")] * len(fns)
-    for _ in range(repeat):
+    for _ in range(repeat * (30 if small else 1)):
         for k, fn in enumerate(fns):
             if small:
                 fn()
@@ -66,7 +68,8 @@ def main():
     cores = pool.threads
     rng = np.random.default_rng(0)
     print(f"{cores} threads in the pool ({os.cpu_count()} cores); "
-          f"GB/s = (bytes read + bytes written) / best of {args.repeat}")
+          f"GB/s = (bytes read + bytes written) / best of {args.repeat} "
+          f"({30 * args.repeat} under 8 MB)")
     head = (f"{'shape':15} {'cast':8} {'memcpy':>7} {'numpy':>7} {'jp 1T':>7} {'jp nT':>7}"
             f"  {'1T/memcpy':>9} {'nT/core/memcpy':>14} {'jp/numpy':>8}")
     print(head)

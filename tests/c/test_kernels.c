@@ -2,6 +2,7 @@
  * views (slice, split, reshape, concat) and output that does not depend on
  * the thread count. The Python tests compare with numpy at scale. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "check.h"
 #include "kernels/cast.h"
@@ -335,9 +336,13 @@ static void test_pool(void) {
     CHECK_EQ_U64(jp_pool_threads(NULL), 1);
     int hits[1000] = {0};
     count_ctx ctx = {hits};
+    /* Jobs back to back (the workers still spinning), and after a pause
+     * long enough for them to fall asleep. */
     for (int round = 0; round < 3; round++) jp_pool_for(pool, 1000, count_task, &ctx);
+    nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    jp_pool_for(pool, 1000, count_task, &ctx);
     int wrong = 0;
-    for (int i = 0; i < 1000; i++) wrong += hits[i] != 3;
+    for (int i = 0; i < 1000; i++) wrong += hits[i] != 4;
     CHECK_EQ_U64(wrong, 0);
 
     /* A transpose + cast big enough to be split gives the same bytes on 1
