@@ -128,6 +128,32 @@ def test_equinox_batchnorm_trains_on_from_the_pytorch_statistics():
     np.testing.assert_allclose(np.asarray(mean), tm.bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_haiku_params_from_a_live_module():
+    import haiku as hk
+
+    class T(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc1, self.ln, self.fc2 = torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc2(self.ln(self.fc1(self.conv(x).relu().mean(dim=(2, 3)))).relu())
+
+    def forward(x):
+        x = jax.nn.relu(hk.Conv2D(8, 3, padding="SAME")(x)).mean(axis=(1, 2))
+        x = hk.LayerNorm(-1, create_scale=True, create_offset=True, eps=1e-5)(hk.Linear(16)(x))
+        return hk.Linear(4)(jax.nn.relu(x))
+
+    net = hk.without_apply_rng(hk.transform(forward))
+    like = net.init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    tm = T()
+    params = jaxport.convert(tm, like)  # told from the names (w, b, offset)
+    assert jaxport.match(tm, like).library == "haiku"
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(like)
+    jaxport.verify(tm, lambda x: net.apply(params, x), X, rtol=1e-4, atol=1e-5)
+
+
 def test_from_files_in_every_source_format(tmp_path):
     from safetensors.torch import save_file
     tm = trained()
