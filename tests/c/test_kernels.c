@@ -173,6 +173,17 @@ static void fill_random(unsigned char *p, size_t n, uint64_t seed) {
     }
 }
 
+/* Whether the element at d (of dtype dd) is the one at s (of ds): the same
+ * bytes, or for float32 -> bfloat16 the rounding jp_cast does. */
+static bool same_element(const unsigned char *d, jp_dtype dd, const unsigned char *s, jp_dtype ds) {
+    if (dd == ds) return memcmp(d, s, jp_dtype_size(ds)) == 0;
+    uint32_t u;
+    uint16_t h;
+    memcpy(&u, s, 4);
+    memcpy(&h, d, 2);
+    return h == jp_bf16_from_f32(u);
+}
+
 /* Transposes rows x cols elements of esize bytes at src (row stride sstride
  * elements) with jp_permute_cast_strided and checks each element against the
  * definition; f32 -> bf16 when fused. Returns the number of wrong elements. */
@@ -192,15 +203,7 @@ static size_t check_transpose(jp_dtype dt, jp_dtype out_dt, const unsigned char 
         for (int64_t c = 0; c < cols; c++) {
             const unsigned char *s = src + (r * sstride + c) * (int64_t)es;
             const unsigned char *d = dst + (size_t)(c * rows + r) * os;
-            if (out_dt == dt) {
-                bad += memcmp(d, s, es) != 0;
-            } else {
-                uint32_t u;
-                uint16_t h;
-                memcpy(&u, s, 4);
-                memcpy(&h, d, 2);
-                bad += h != jp_bf16_from_f32(u);
-            }
+            bad += !same_element(d, out_dt, s, dt);
         }
     free(dst);
     return bad;
@@ -298,15 +301,7 @@ static void test_conv_grouped_rows(void) {
                         for (int64_t q = 0; q < 9; q++) {
                             const unsigned char *s = src + (size_t)((a * in + b) * 9 + q) * es;
                             const unsigned char *d = dst + (size_t)((q * in + b) * o + a) * os;
-                            if (kinds[k].in == kinds[k].out) {
-                                bad += memcmp(d, s, es) != 0;
-                            } else {
-                                uint32_t u;
-                                uint16_t h;
-                                memcpy(&u, s, 4);
-                                memcpy(&h, d, 2);
-                                bad += h != jp_bf16_from_f32(u);
-                            }
+                            bad += !same_element(d, kinds[k].out, s, kinds[k].in);
                         }
                 if (bad)
                     fprintf(stderr, "kind %zu, %lld x %lld x 3 x 3, skip %d: %zu wrong\n", k,
