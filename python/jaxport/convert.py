@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from .io import numpy_dtypes
-from .match import Plan, _rule_list, target_leaves
+from .match import Plan, _rule_list, haiku_batch_norm_stats, is_haiku_pair, target_leaves
 
 __all__ = ["convert", "autoconvert", "source_index"]
 
@@ -64,6 +64,9 @@ def _rebuild(like, lib, arrays, keep_missing):
             nnx.update(like, trees.unflatten(nnx.state(like), device, keep_missing))
             return like
         return trees.unflatten(like, device, keep_missing)
+    if lib == "haiku" and is_haiku_pair(like):
+        params, state = like
+        return trees.unflatten(params, device, keep_missing), _fill_haiku_state(state, device)
     if lib == "equinox":
         model, state = like if isinstance(like, tuple) else (like, None)
         names, leaves = trees.flatten(model)
@@ -90,6 +93,26 @@ def _fill_eqx_state(model, state, arrays):
             if bn.ema_first_time_index is not None:
                 state = state.set(bn.ema_first_time_index, jnp.array(False))
     return state
+
+
+# A Haiku moving average divides its hidden value by 1 - decay ** counter.
+# PyTorch's statistics are not debiased so: with this counter the divisor is
+# 1 for any decay, and the average goes on from PyTorch's as PyTorch's would.
+_HAIKU_COUNTER = 1 << 30
+
+
+def _fill_haiku_state(state, arrays):
+    """A copy of a Haiku state with each BatchNorm moving average set from
+    arrays: its average and hidden value to PyTorch's statistic, its counter
+    past the debiasing (those a lenient conversion did not pair are kept)."""
+    import jax.numpy as jnp
+    out = {key: dict(entry) for key, entry in state.items()}
+    for key, name in haiku_batch_norm_stats(state):
+        if name in arrays:
+            ema = out[key]
+            ema["average"] = ema["hidden"] = arrays[name]
+            ema["counter"] = jnp.asarray(_HAIKU_COUNTER, jnp.asarray(ema["counter"]).dtype)
+    return out
 
 
 class _Bar:

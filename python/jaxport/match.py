@@ -62,6 +62,10 @@ def target_leaves(like, to=None):
     if lib == "equinox" and isinstance(like, tuple) and len(like) == 2:
         root, state_leaves = like[0], eqx_state_leaves(*like)
         like = like[0]
+    elif lib in (None, "haiku") and is_haiku_pair(like):
+        lib, state = "haiku", like[1]
+        state_leaves = [(name, state[key]["average"]) for key, name in haiku_batch_norm_stats(state)]
+        root = like = like[0]
     names, leaves = trees.flatten(like)
     if lib is None:
         lib = detect_library(like, names)
@@ -91,6 +95,29 @@ def eqx_batch_norms(model):
     for path, node in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_bn)[0]:
         if is_bn(node) and node.ema_state_index is not None:
             yield trees._path_name(path), node
+
+
+# Where hk.BatchNorm keeps its running statistics: moving averages named
+# "<layer>/~/mean_ema" and "<layer>/~/var_ema" in the state, whose "average"
+# is what the layer normalises with.
+HAIKU_EMA = {"mean_ema": "running_mean", "var_ema": "running_var"}
+
+
+def haiku_batch_norm_stats(state):
+    """(state key, the statistic's name after the layer, as PyTorch names
+    it: "<layer>/running_mean") for each Haiku BatchNorm moving average in a
+    Haiku state dict."""
+    for key, entry in state.items():
+        layer, sep, last = key.rpartition("/~/")
+        if sep and last in HAIKU_EMA and hasattr(entry, "get") and entry.get("average") is not None:
+            yield key, f"{layer}/{HAIKU_EMA[last]}"
+
+
+def is_haiku_pair(like):
+    """Haiku's (params, state): a pair of dicts, the second holding moving
+    averages (Flax keeps its statistics in one variables dict instead)."""
+    return (isinstance(like, tuple) and len(like) == 2 and all(hasattr(x, "items") for x in like)
+            and any(True for _ in haiku_batch_norm_stats(like[1])))
 
 
 def eqx_state_leaves(model, state):

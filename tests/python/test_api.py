@@ -154,6 +154,28 @@ def test_haiku_params_from_a_live_module():
     jaxport.verify(tm, lambda x: net.apply(params, x), X, rtol=1e-4, atol=1e-5)
 
 
+def test_haiku_params_and_batchnorm_state():
+    import haiku as hk
+
+    def forward(x, is_training):
+        x = hk.BatchNorm(True, True, decay_rate=0.9, eps=1e-5)(hk.Conv2D(8, 3, padding="SAME")(x), is_training)
+        return hk.Linear(4)(jax.nn.relu(x).mean(axis=(1, 2)))
+
+    net = hk.transform_with_state(forward)
+    like = net.init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)), True)
+    tm = trained()
+    params, state = jaxport.convert(tm, like)  # Haiku's (params, state)
+    jaxport.verify(tm, lambda x: net.apply(params, state, None, x, False)[0], X, rtol=1e-4, atol=1e-5)
+    # A training step moves the statistics on from PyTorch's, as PyTorch's
+    # own step does (decay 0.9 is PyTorch's momentum 0.1).
+    x = np.random.RandomState(1).randn(4, 3, 6, 6).astype(np.float32)
+    _, state = net.apply(params, state, None, x.transpose(0, 2, 3, 1), True)
+    tm.train()
+    tm(torch.from_numpy(x))
+    mean = state["batch_norm/~/mean_ema"]["average"].reshape(-1)
+    np.testing.assert_allclose(np.asarray(mean), tm.bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_from_files_in_every_source_format(tmp_path):
     from safetensors.torch import save_file
     tm = trained()
