@@ -79,30 +79,106 @@ static bool is_step_counter(const char *name) {
     return n >= k && strcmp(name + n - k, suffix) == 0 && (n == k || name[n - k - 1] == '.' || name[n - k - 1] == '/');
 }
 
+/* A slice a leaf takes of a source tensor. */
+typedef struct taken {
+    uint32_t source;
+    int32_t axis;
+    int64_t start, end;
+} taken;
+
+static int taken_order(const void *a, const void *b) {
+    const taken *x = a, *y = b;
+    if (x->source != y->source) return x->source < y->source ? -1 : 1;
+    if (x->axis != y->axis) return x->axis < y->axis ? -1 : 1;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* The slices of one source (run[0..n), sorted) along one axis of size dim:
+ * the first range [*lo, *hi) none of them covers; false when they cover it
+ * all, or when they are along different axes (not judged). */
+static bool first_gap(const taken *run, size_t n, int64_t dim, int64_t *lo, int64_t *hi) {
+    if (run[0].axis != run[n - 1].axis) return false;
+    int64_t at = 0;
+    for (size_t k = 0; k < n && at < dim; k++) {
+        if (run[k].start > at) break;
+        if (run[k].end > at) at = run[k].end;
+    }
+    if (at >= dim) return false;
+    *lo = at;
+    *hi = dim;
+    for (size_t k = 0; k < n; k++)
+        if (run[k].start > at && run[k].start < *hi) *hi = run[k].start;
+    return true;
+}
+
 jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
-    size_t n = jp_index_count(src), k = 0;
+    size_t n = jp_index_count(src), k = 0, nslices = 0;
     jp_arena tmp;
     jp_arena_init(&tmp);
+    /* used: 0 not taken, 1 taken whole, 2 taken in slices */
     uint8_t *used = jp_arena_alloc_array(&tmp, n + 1, 1);
     int64_t *alias_of = jp_arena_alloc_array(&tmp, n + 1, sizeof *alias_of);
-    if (!used || !alias_of || !jp_index_aliases(src, alias_of, &tmp)) {
+    for (size_t i = 0; i < p->n; i++) nslices += p->leaves[i].nparts;
+    taken *slices = jp_arena_alloc_array(&tmp, nslices + 1, sizeof *slices);
+    if (!used || !alias_of || !slices || !jp_index_aliases(src, alias_of, &tmp)) {
         jp_arena_free(&tmp);
         return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     }
     memset(used, 0, n + 1);
+    nslices = 0;
     for (size_t i = 0; i < p->n; i++)
-        for (uint32_t q = 0; q < p->leaves[i].nparts; q++)
-            if (p->leaves[i].parts[q].source < n) used[p->leaves[i].parts[q].source] = 1;
-    for (size_t i = 0; i < n; i++) k += !used[i];
+        for (uint32_t q = 0; q < p->leaves[i].nparts; q++) {
+            const jp_plan_part *part = &p->leaves[i].parts[q];
+            if (part->source >= n) continue;
+            if (part->slice_axis < 0) {
+                used[part->source] = 1;
+                continue;
+            }
+            if (!used[part->source]) used[part->source] = 2;
+            slices[nslices++] = (taken){part->source, part->slice_axis, part->slice_start,
+                                        part->slice_start + part->slice_len};
+        }
+    qsort(slices, nslices, sizeof *slices, taken_order);
+    /* A source taken only in slices that leave part of it out is listed,
+     * with the first range no leaf takes. */
+    const char **partly = jp_arena_alloc_array(&tmp, n + 1, sizeof *partly);
+    if (!partly) {
+        jp_arena_free(&tmp);
+        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    }
+    memset(partly, 0, (n + 1) * sizeof *partly);
+    for (size_t a = 0, b; a < nslices; a = b) {
+        b = a + 1;
+        while (b < nslices && slices[b].source == slices[a].source) b++;
+        uint32_t i = slices[a].source;
+        const jp_tensor *t = jp_index_at(src, i);
+        int64_t lo, hi;
+        if (used[i] == 2 && slices[a].axis < t->ndim &&
+            first_gap(slices + a, b - a, t->shape[slices[a].axis], &lo, &hi)) {
+            partly[i] = jp_arena_printf(&p->arena,
+                                        "only partly taken: no leaf takes [%lld, %lld) of its "
+                                        "axis %d (of %lld)",
+                                        (long long)lo, (long long)hi, (int)slices[a].axis,
+                                        (long long)t->shape[slices[a].axis]);
+            if (!partly[i]) {
+                jp_arena_free(&tmp);
+                return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) k += !used[i] || partly[i];
     p->nunused = 0;
     p->unused = jp_arena_alloc_array(&p->arena, k ? k : 1, sizeof *p->unused);
     jp_code rc = p->unused ? JP_OK : JP_NO_MEMORY;
     for (size_t i = 0; i < n && !rc; i++) {
-        if (used[i]) continue;
+        if (used[i] && !partly[i]) continue;
         jp_plan_unused *u = &p->unused[p->nunused++];
         const jp_tensor *t = jp_index_at(src, i);
         u->source = (uint32_t)i;
-        if (is_step_counter(t->name)) {
+        u->harmless = false;
+        if (partly[i]) {
+            u->why = partly[i];
+        } else if (is_step_counter(t->name)) {
             u->harmless = true;
             u->why = "a BatchNorm step counter; JAX models do not keep one";
         } else if (alias_of[i] >= 0 && used[alias_of[i]]) {

@@ -102,6 +102,12 @@ static void test_match_and_json(void) {
     CHECK(u && jp_plan_check(u, ix, false, &err) == JP_MATCH && strstr(err.msg, "would be lost"));
     CHECK(u && jp_plan_check(u, ix, true, &err) == JP_OK);
     jp_plan_free(u);
+    jp_plan *h = NULL; /* no value: the rest of in_proj_weight is left over */
+    CHECK(jp_match(&h, ix, leaves, 4, NULL, &err) == JP_OK);
+    CHECK(h && h->nunused == 1 && !h->unused[0].harmless);
+    CHECK_STR(h ? h->unused[0].why : "", "only partly taken: no leaf takes [4, 6) of its axis 0 (of 6)");
+    CHECK(h && jp_plan_check(h, ix, false, &err) == JP_MATCH && strstr(err.msg, "in_proj_weight"));
+    jp_plan_free(h);
     const char *bad_rule[] = {"(", "x"};
     jp_match_opts bo = {.rules = bad_rule, .nrules = 1};
     jp_plan *b = NULL;

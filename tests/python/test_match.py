@@ -189,6 +189,23 @@ def test_fused_attention_is_split_into_query_key_value(tmp_path):
     assert close(tm(torch.from_numpy(x)).detach().numpy(), FlaxBlock().apply(tree_from(plan, like), jnp.asarray(x)))
 
 
+def test_a_fused_tensor_taken_in_part_is_reported(tmp_path):
+    # A target with no value projection takes two thirds of in_proj: the
+    # rest would be lost, so the plan says which rows and convert refuses
+    # unless told to leave them.
+    like = FlaxBlock().init(jax.random.key(0), jnp.zeros((1, 5, 16)))
+    attn = like["params"]["MultiHeadDotProductAttention_0"]
+    del attn["value"]
+    plan = jaxport.match(save(TorchBlock(), tmp_path), like)
+    lost = {u["tensor"]: u["why"] for u in plan.unused if not u["harmless"]}
+    assert lost == {"attn.in_proj_weight": "only partly taken: no leaf takes [32, 48) of its axis 0 (of 48)",
+                    "attn.in_proj_bias": "only partly taken: no leaf takes [32, 48) of its axis 0 (of 48)"}
+    with pytest.raises(errors.MatchError, match="in_proj_weight"):
+        jaxport.convert(save(TorchBlock(), tmp_path), like)
+    out = jaxport.convert(save(TorchBlock(), tmp_path), like, allow_unused=True)
+    assert "value" not in out["params"]["MultiHeadDotProductAttention_0"]
+
+
 def test_tied_weights_are_reported_not_fatal(tmp_path):
     class T(torch.nn.Module):
         def __init__(self):
