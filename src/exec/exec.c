@@ -34,8 +34,22 @@ typedef struct leaf_job {
     int perm[JP_MAX_DIMS];
     int cat, dst_cat;             /* the concat axis, in joined and destination axes */
     uint64_t bytes;               /* dense leaf bytes */
+    uint64_t in;                  /* bytes its parts read */
     bool direct;                  /* the source bytes are the leaf bytes */
 } leaf_job;
+
+/* A small leaf done in a batch: its one part's view, made on a thread of
+ * the pool into its own place in the tile buffer. */
+typedef struct batch_item {
+    const jp_plan_leaf *leaf;
+    size_t tensor;                /* the sink's index */
+    jp_view v;
+    int nd, perm[JP_MAX_DIMS];
+    uint64_t bytes, in, off;
+    bool mapped;
+    jp_code rc;
+    jp_err err;
+} batch_item;
 
 typedef struct runner {
     const jp_plan *plan;
@@ -56,6 +70,7 @@ typedef struct runner {
     size_t bufcap;
     unsigned char *stage;         /* aligned copies of misaligned source tiles */
     size_t stagecap;
+    batch_item *batch;            /* BATCH_MAX items, made on first use */
     uint64_t done, total;
     struct timespec last;
     jp_exec_stats stats;
@@ -353,6 +368,7 @@ static jp_code prepare(runner *r, const jp_plan_leaf *l, leaf_job *j) {
     size_t dsize = jp_dtype_size(l->dtype);
     if (!dsize) return leaf_fail(r, l, (size_t)-1, JP_DTYPE, "the leaf has no dtype");
     j->bytes = numel * dsize;
+    j->in = in;
     /* Direct: one part of the leaf's dtype whose permuted view is dense. */
     if (l->nparts == 1 && r->parts[0].dtype == l->dtype) {
         jp_view pv = r->parts[0];
@@ -362,7 +378,6 @@ static jp_code prepare(runner *r, const jp_plan_leaf *l, leaf_job *j) {
         }
         j->direct = is_dense(&pv);
     }
-    r->stats.bytes_in += in;
     return JP_OK;
 }
 
@@ -453,10 +468,15 @@ static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
     return JP_OK;
 }
 
+/* The bytes a tile (or a batch) may hold. */
+static uint64_t tile_budget(const runner *r) {
+    return r->o.tile_bytes ? r->o.tile_bytes : JP_EXEC_TILE_BYTES;
+}
+
 static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
     const jp_plan_leaf *l = j->leaf;
     int nd = j->nd;
-    uint64_t budget = r->o.tile_bytes ? r->o.tile_bytes : JP_EXEC_TILE_BYTES;
+    uint64_t budget = tile_budget(r);
     uint64_t dsize = jp_dtype_size(l->dtype), esize = dsize;
     /* The budget holds a tile of the leaf and of its sources (staged when
      * misaligned), whichever item is bigger. */
@@ -521,6 +541,95 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
         while (d >= 0 && ++idx[d] == j->dst[d]) idx[d--] = 0;
         if (d < 0) return JP_OK;
     }
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* Leaves of one part this small that need a transpose or a cast are made
+ * several at a time, one per thread of the pool, then written in order:
+ * each alone is too small to split, and one after another they would leave
+ * the other threads idle (a model's biases, norms and small kernels). */
+#define BATCH_MAX 64
+#define BATCH_LEAF_BYTES (1u << 20)
+
+static bool batchable(const runner *r, const leaf_job *j) {
+    return !j->direct && j->leaf->nparts == 1 && r->nowned == 0 && !misaligned(&r->parts[0]) &&
+           j->bytes <= BATCH_LEAF_BYTES && j->bytes <= tile_budget(r);
+}
+
+typedef struct batch_ctx {
+    batch_item *items;
+    unsigned char *buf;
+} batch_ctx;
+
+static void batch_task(void *ctx, size_t k, int worker) {
+    (void)worker;
+    batch_ctx *b = ctx;
+    batch_item *it = &b->items[k];
+    bool span = it->mapped && is_dense(&it->v);
+    if (span) advise_view(&it->v, MADV_POPULATE_READ);
+    it->rc = jp_permute_cast_strided(b->buf + it->off, it->leaf->dtype, NULL, it->v.data, it->v.dtype,
+                                     it->nd, it->v.shape, it->v.strides, it->perm, NULL, &it->err);
+}
+
+static void batch_add(runner *r, const leaf_job *j, size_t tensor, batch_item *it, uint64_t off) {
+    it->leaf = j->leaf;
+    it->tensor = tensor;
+    it->v = r->parts[0];
+    it->nd = j->nd;
+    memcpy(it->perm, j->perm, sizeof it->perm);
+    it->bytes = j->bytes;
+    it->in = j->in;
+    it->off = off;
+    it->mapped = r->mapped[0];
+}
+
+/* Leaf j (sink tensor i, batchable) and the batchable leaves the sink wants
+ * right after it, up to a tile's bytes: made over the pool, then written. */
+static jp_code run_batch(runner *r, const leaf_job *j, size_t i) {
+    if (!r->batch && !(r->batch = calloc(BATCH_MAX, sizeof *r->batch)))
+        return leaf_fail(r, j->leaf, (size_t)-1, JP_NO_MEMORY, "out of memory");
+    uint64_t budget = tile_budget(r);
+    size_t up[BATCH_MAX], nup = jp_sink_upcoming(r->sink, up, BATCH_MAX), count = 1;
+    uint64_t total = j->bytes;
+    batch_add(r, j, i, &r->batch[0], 0);
+    /* The next leaves, while they are batchable and fit; one that is not is
+     * prepared again in its turn (an error in it is reported then). */
+    for (size_t q = 1; q < nup; q++) {
+        leaf_job next;
+        const jp_plan_leaf *l = &r->plan->leaves[r->leaf_of[up[q]]];
+        if (prepare(r, l, &next) || !batchable(r, &next) || total + next.bytes > budget ||
+            next.bytes != r->sink->tensors[up[q]].nbytes) {
+            jp_err_clear(r->err);
+            break;
+        }
+        batch_add(r, &next, up[q], &r->batch[count++], total);
+        total += next.bytes;
+    }
+    free_owned(r);
+    if (total > r->bufcap) {
+        free(r->buf);
+        r->buf = malloc(total ? total : 1);
+        r->bufcap = r->buf ? total : 0;
+        if (!r->buf) return leaf_fail(r, j->leaf, (size_t)-1, JP_NO_MEMORY, "cannot allocate a tile buffer");
+    }
+    batch_ctx ctx = {r->batch, r->buf};
+    jp_pool_for(r->o.pool, count, batch_task, &ctx);
+    for (size_t k = 0; k < count; k++) {
+        batch_item *it = &r->batch[k];
+        if (it->rc) {
+            if (r->err) *r->err = it->err;
+            return leaf_error(r, it->leaf, 0, it->rc);
+        }
+        jp_code rc = sink_write(r, it->leaf, it->tensor, r->buf + it->off, (size_t)it->bytes);
+        if (rc) return rc;
+        if (it->mapped) advise_view(&it->v, MADV_DONTNEED);
+        r->stats.tensors++;
+        r->stats.bytes_in += it->in;
+        r->stats.bytes_out += it->bytes;
+        r->stats.batched++;
+    }
+    return JP_OK;
 }
 
 /* ---------------------------------------------------------------- runs */
@@ -601,6 +710,11 @@ static jp_code run(runner *r) {
         if (j.bytes != sink->tensors[i].nbytes)
             return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "%llu bytes computed, the sink expects %llu",
                              (unsigned long long)j.bytes, (unsigned long long)sink->tensors[i].nbytes);
+        if (jp_pool_threads(r->o.pool) > 1 && batchable(r, &j)) {
+            if ((rc = run_batch(r, &j, i))) return rc;
+            continue;
+        }
+        r->stats.bytes_in += j.in;
         rc = j.direct ? run_direct(r, &j, i) : run_tiled(r, &j, i);
         if (rc) return rc;
         for (size_t k = 0; !j.direct && k < l->nparts; k++)
@@ -641,6 +755,7 @@ static jp_code run_and_finish(const jp_plan *plan, source src, jp_sink *sink,
     free(r.leaf_of);
     free(r.buf);
     free(r.stage);
+    free(r.batch);
     if (r.o.stats) *r.o.stats = r.stats;
     return rc;
 }

@@ -39,10 +39,12 @@ typedef struct jp_exec_stats {
     uint64_t bytes_in;      /* source bytes the leaves read */
     uint64_t bytes_out;     /* leaf bytes handed to the sink */
     uint64_t bytes_direct;  /* of bytes_out, those passed from the source without a copy */
+    size_t batched;         /* of tensors, those made several at a time over the pool */
 } jp_exec_stats;
 
 typedef struct jp_exec_opts {
-    jp_pool *pool;                     /* kernels on big tiles; NULL = the calling thread */
+    jp_pool *pool;                     /* kernels on big tiles, small leaves in batches;
+                                          NULL = the calling thread */
     jp_exec_progress_fn progress;      /* may be NULL */
     void *progress_ctx;
     int32_t progress_ms;               /* 0 = JP_EXEC_PROGRESS_MS; negative: after every tile */

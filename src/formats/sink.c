@@ -143,6 +143,16 @@ jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t
 
 size_t jp_sink_expected(const jp_sink *s) { return s->next < s->n ? s->cur : s->n; }
 
+size_t jp_sink_upcoming(const jp_sink *s, size_t *out, size_t max) {
+    size_t k = 0;
+    if (s->next < s->n && k < max) out[k++] = s->cur;
+    for (size_t at = s->next + 1; at < s->n && k < max; at++) {
+        size_t i = s->order ? s->order[at] : at;
+        if (s->tensors[i].nbytes) out[k++] = i;
+    }
+    return k;
+}
+
 jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err) {
     if (s->next >= s->n || i != s->cur)
         return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, i < s->n ? s->tensors[i].name : NULL,

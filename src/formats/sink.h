@@ -39,6 +39,10 @@ jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t
  * than the list (safetensors sorts by alignment and name). n when all are
  * written. Feed each whole before the next. */
 size_t jp_sink_expected(const jp_sink *s);
+/* Up to max tensors the sink will want from now on, in order, the one it
+ * wants next first (tensors of no bytes, which take no write, left out);
+ * how many. */
+size_t jp_sink_upcoming(const jp_sink *s, size_t *out, size_t max);
 /* The next bytes of tensor i, which must be jp_sink_expected(s). */
 jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err);
 jp_code jp_sink_commit(jp_sink *s, jp_err *err);  /* frees the sink */
