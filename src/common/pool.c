@@ -77,6 +77,16 @@ static bool all_out(jp_pool *p, uint64_t unused) {
     return atomic_load_explicit(&p->busy, memory_order_acquire) == 0;
 }
 
+/* Waits until done(p, arg) holds: spinning first, then asleep on cv, which
+ * whoever makes it hold signals under mu. */
+static void wait_until(jp_pool *p, bool (*done)(jp_pool *, uint64_t), uint64_t arg,
+                       pthread_cond_t *cv) {
+    if (spin_until(p, done, arg)) return;
+    pthread_mutex_lock(&p->mu);
+    while (!done(p, arg)) pthread_cond_wait(cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void run_tasks(jp_pool *p, int worker) {
     for (;;) {
         size_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
@@ -91,11 +101,7 @@ static void *worker_main(void *arg) {
     free(arg);
     uint64_t seen = 0;
     for (;;) {
-        if (!spin_until(p, new_job, seen)) {
-            pthread_mutex_lock(&p->mu);
-            while (!new_job(p, seen)) pthread_cond_wait(&p->wake, &p->mu);
-            pthread_mutex_unlock(&p->mu);
-        }
+        wait_until(p, new_job, seen, &p->wake);
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
         seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         run_tasks(p, id);
@@ -183,10 +189,6 @@ void jp_pool_for(jp_pool *p, size_t ntasks, jp_pool_fn fn, void *ctx) {
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     run_tasks(p, 0);
-    if (!spin_until(p, all_out, 0)) {
-        pthread_mutex_lock(&p->mu);
-        while (!all_out(p, 0)) pthread_cond_wait(&p->done, &p->mu);
-        pthread_mutex_unlock(&p->mu);
-    }
+    wait_until(p, all_out, 0, &p->done);
     pthread_mutex_unlock(&p->turn);
 }
