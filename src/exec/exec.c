@@ -468,6 +468,15 @@ static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
     return JP_OK;
 }
 
+/* r->buf holding at least want bytes (its contents are not kept). */
+static jp_code grow_buf(runner *r, const jp_plan_leaf *l, size_t want) {
+    if (want <= r->bufcap) return JP_OK;
+    free(r->buf);
+    r->buf = malloc(want ? want : 1);
+    r->bufcap = r->buf ? want : 0;
+    return r->buf ? JP_OK : leaf_fail(r, l, (size_t)-1, JP_NO_MEMORY, "cannot allocate a tile buffer");
+}
+
 /* The bytes a tile (or a batch) may hold. */
 static uint64_t tile_budget(const runner *r) {
     return r->o.tile_bytes ? r->o.tile_bytes : JP_EXEC_TILE_BYTES;
@@ -496,13 +505,8 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
     int64_t rows = nd ? (int64_t)(budget / (inner * esize) ? budget / (inner * esize) : 1) : 1;
     if (nd && rows > j->dst[t]) rows = j->dst[t];
     inner *= dsize; /* from here: bytes of the leaf */
-    size_t want = (size_t)(inner * (uint64_t)rows);
-    if (want > r->bufcap) {
-        free(r->buf);
-        r->buf = malloc(want);
-        r->bufcap = r->buf ? want : 0;
-        if (!r->buf) return leaf_fail(r, l, (size_t)-1, JP_NO_MEMORY, "cannot allocate a tile buffer");
-    }
+    jp_code grown = grow_buf(r, l, (size_t)(inner * (uint64_t)rows));
+    if (grown) return grown;
     int64_t idx[JP_MAX_DIMS] = {0};
     for (;;) {
         for (int64_t r0 = 0; r0 < (nd ? j->dst[t] : 1); r0 += rows) {
@@ -593,26 +597,25 @@ static jp_code run_batch(runner *r, const leaf_job *j, size_t i) {
     size_t up[BATCH_MAX], nup = jp_sink_upcoming(r->sink, up, BATCH_MAX), count = 1;
     uint64_t total = j->bytes;
     batch_add(r, j, i, &r->batch[0], 0);
-    /* The next leaves, while they are batchable and fit; one that is not is
-     * prepared again in its turn (an error in it is reported then). */
+    /* The next leaves, while they are batchable and fit. What the plan and
+     * the sink tell (one part, the bytes) is checked before the views are
+     * made; a leaf that fails a later check is prepared again in its turn
+     * (an error in it is reported then). */
     for (size_t q = 1; q < nup; q++) {
         leaf_job next;
         const jp_plan_leaf *l = &r->plan->leaves[r->leaf_of[up[q]]];
-        if (prepare(r, l, &next) || !batchable(r, &next) || total + next.bytes > budget ||
-            next.bytes != r->sink->tensors[up[q]].nbytes) {
+        uint64_t bytes = r->sink->tensors[up[q]].nbytes;
+        if (l->nparts != 1 || bytes > BATCH_LEAF_BYTES || total + bytes > budget) break;
+        if (prepare(r, l, &next) || !batchable(r, &next) || next.bytes != bytes) {
             jp_err_clear(r->err);
             break;
         }
         batch_add(r, &next, up[q], &r->batch[count++], total);
-        total += next.bytes;
+        total += bytes;
     }
     free_owned(r);
-    if (total > r->bufcap) {
-        free(r->buf);
-        r->buf = malloc(total ? total : 1);
-        r->bufcap = r->buf ? total : 0;
-        if (!r->buf) return leaf_fail(r, j->leaf, (size_t)-1, JP_NO_MEMORY, "cannot allocate a tile buffer");
-    }
+    jp_code grown = grow_buf(r, j->leaf, (size_t)total);
+    if (grown) return grown;
     batch_ctx ctx = {r->batch, r->buf};
     jp_pool_for(r->o.pool, count, batch_task, &ctx);
     for (size_t k = 0; k < count; k++) {
