@@ -139,14 +139,13 @@ static bool block(const plan *p, const place *at, const place *next) {
         _Alignas(64) unsigned char stage[STREAM_ROWS * ROW_BYTES];
         int64_t step = p->step;
         for (int64_t c0 = 0; c0 < ci; c0 += step) {
-            int64_t f = c0 + p->ahead; /* in this block or the next */
-            if (f < ci)
-                jp_prefetch_rows(s + f * ss, ss, (int)(ci - f < step ? ci - f : step),
-                                 (size_t)(ra * ssz));
-            else if (next && f - ci < next->ci)
-                jp_prefetch_rows(next->s + (f - ci) * ss, ss,
-                                 (int)(next->ci - (f - ci) < step ? next->ci - (f - ci) : step),
-                                 (size_t)(next->ra * ssz));
+            /* The rows `ahead` further on, in this block or the next. */
+            int64_t f = c0 + p->ahead;
+            const place *pf = f < ci ? at : next;
+            if (pf && f >= ci) f -= ci;
+            if (pf && f < pf->ci)
+                jp_prefetch_rows(pf->s + f * ss, ss, (int)(pf->ci - f < step ? pf->ci - f : step),
+                                 (size_t)(pf->ra * ssz));
             int64_t cn = ci - c0 < step ? ci - c0 : step;
             p->tr(stage + c0 * dsz, ci * dsz, s + c0 * ss, ss, (int)ra, (int)cn);
         }

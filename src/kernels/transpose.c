@@ -15,9 +15,8 @@
  * lines before their last use (the fused float32 -> bfloat16 transpose of
  * large matrices ran a third slower so). The 16-bit tile reads 16 rows of
  * 16 bytes, each of which holds 8 elements: measured, that beats 8 rows of
- * 32 bytes. The tiles are written out
- * register by register, without arrays, so that nothing is spilled to the
- * stack. */
+ * 32 bytes. The tiles are written out register by register, without
+ * arrays, so that nothing is spilled to the stack. */
 #include "transpose.h"
 
 #include "cast.h"
