@@ -120,11 +120,14 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     int64_t *alias_of = jp_arena_alloc_array(&tmp, n + 1, sizeof *alias_of);
     for (size_t i = 0; i < p->n; i++) nslices += p->leaves[i].nparts;
     taken *slices = jp_arena_alloc_array(&tmp, nslices + 1, sizeof *slices);
-    if (!used || !alias_of || !slices || !jp_index_aliases(src, alias_of, &tmp)) {
+    /* partly[i]: why source i, taken only in slices, is not taken whole */
+    const char **partly = jp_arena_alloc_array(&tmp, n + 1, sizeof *partly);
+    if (!used || !alias_of || !slices || !partly || !jp_index_aliases(src, alias_of, &tmp)) {
         jp_arena_free(&tmp);
         return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     }
     memset(used, 0, n + 1);
+    memset(partly, 0, (n + 1) * sizeof *partly);
     nslices = 0;
     for (size_t i = 0; i < p->n; i++)
         for (uint32_t q = 0; q < p->leaves[i].nparts; q++) {
@@ -141,13 +144,8 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     qsort(slices, nslices, sizeof *slices, taken_order);
     /* A source taken only in slices that leave part of it out is listed,
      * with the first range no leaf takes. */
-    const char **partly = jp_arena_alloc_array(&tmp, n + 1, sizeof *partly);
-    if (!partly) {
-        jp_arena_free(&tmp);
-        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-    }
-    memset(partly, 0, (n + 1) * sizeof *partly);
-    for (size_t a = 0, b; a < nslices; a = b) {
+    jp_code rc = JP_OK;
+    for (size_t a = 0, b; a < nslices && !rc; a = b) {
         b = a + 1;
         while (b < nslices && slices[b].source == slices[a].source) b++;
         uint32_t i = slices[a].source;
@@ -160,16 +158,13 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
                                         "axis %d (of %lld)",
                                         (long long)lo, (long long)hi, (int)slices[a].axis,
                                         (long long)t->shape[slices[a].axis]);
-            if (!partly[i]) {
-                jp_arena_free(&tmp);
-                return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-            }
+            if (!partly[i]) rc = JP_NO_MEMORY;
         }
     }
     for (size_t i = 0; i < n; i++) k += !used[i] || partly[i];
     p->nunused = 0;
-    p->unused = jp_arena_alloc_array(&p->arena, k ? k : 1, sizeof *p->unused);
-    jp_code rc = p->unused ? JP_OK : JP_NO_MEMORY;
+    p->unused = rc ? NULL : jp_arena_alloc_array(&p->arena, k ? k : 1, sizeof *p->unused);
+    if (!p->unused) rc = JP_NO_MEMORY;
     for (size_t i = 0; i < n && !rc; i++) {
         if (used[i] && !partly[i]) continue;
         jp_plan_unused *u = &p->unused[p->nunused++];
