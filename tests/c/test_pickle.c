@@ -428,6 +428,14 @@ static void test_hostile_shapes(void) {
  * its last value, MEMOIZE uses the count of entries as its key, and keys
  * chosen to collide are refused once one would sit more than the probe
  * limit from its home slot, instead of making every PUT scan a long run. */
+
+/* Opcode op with a 4-byte little-endian argument at buf + n; the new end. */
+static size_t put_op4(uint8_t *buf, size_t n, uint8_t op, uint32_t arg) {
+    buf[n] = op;
+    jp_store_le(buf + n + 1, arg, 4);
+    return n + 5;
+}
+
 static void test_memo(void) {
     jp_arena a;
     jp_arena_init(&a);
@@ -449,18 +457,12 @@ static void test_memo(void) {
     buf[n++] = '(';
     for (uint32_t i = 0; i < 5000; i++) {
         uint32_t key = (i * 2654435761u) % JP_PICKLE_MAX_MEMO;
-        buf[n++] = 'J';
-        jp_store_le(buf + n, i, 4);
-        n += 4;
-        buf[n++] = 'r';
-        jp_store_le(buf + n, key, 4);
-        n += 4;
+        n = put_op4(buf, n, 'J', i);
+        n = put_op4(buf, n, 'r', key);
         buf[n++] = '0';
     }
     for (uint32_t i = 0; i < 5000; i++) {
-        buf[n++] = 'j';
-        jp_store_le(buf + n, (i * 2654435761u) % JP_PICKLE_MAX_MEMO, 4);
-        n += 4;
+        n = put_op4(buf, n, 'j', (i * 2654435761u) % JP_PICKLE_MAX_MEMO);
     }
     buf[n++] = 'l';
     buf[n++] = '.';
@@ -474,23 +476,15 @@ static void test_memo(void) {
     n = 0;
     buf[n++] = '(';
     for (uint32_t key = 1001; key-- > 0;) {
-        buf[n++] = 'J';
-        jp_store_le(buf + n, key, 4);
-        n += 4;
-        buf[n++] = 'r';
-        jp_store_le(buf + n, key, 4);
-        n += 4;
+        n = put_op4(buf, n, 'J', key);
+        n = put_op4(buf, n, 'r', key);
         buf[n++] = '0';
     }
-    buf[n++] = 'J';
-    jp_store_le(buf + n, 1001, 4);
-    n += 4;
+    n = put_op4(buf, n, 'J', 1001);
     buf[n++] = 0x94;
     buf[n++] = '0';
     for (uint32_t key = 0; key <= 1001; key++) {
-        buf[n++] = 'j';
-        jp_store_le(buf + n, key, 4);
-        n += 4;
+        n = put_op4(buf, n, 'j', key);
     }
     buf[n++] = 'l';
     buf[n++] = '.';
@@ -507,9 +501,7 @@ static void test_memo(void) {
     uint32_t found = 0;
     for (uint32_t key = JP_PICKLE_MAX_MEMO / 2; key < JP_PICKLE_MAX_MEMO && found < 200; key++) {
         if ((uint32_t)(key * 0x9e3779b1u) >> 23) continue;
-        buf[n++] = 'r';
-        jp_store_le(buf + n, key, 4);
-        n += 4;
+        n = put_op4(buf, n, 'r', key);
         found++;
     }
     buf[n++] = '.';
