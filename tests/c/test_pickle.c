@@ -423,18 +423,18 @@ static void test_hostile_shapes(void) {
     jp_arena_free(&a);
 }
 
-/* The memo is a hash map keyed by the memo index: sparse and large keys
- * (up to the limit) are kept apart and found again, a key set twice keeps
- * its last value, MEMOIZE uses the count of entries as its key, and keys
- * chosen to collide are refused once one would sit more than the probe
- * limit from its home slot, instead of making every PUT scan a long run. */
-
 /* Opcode op with a 4-byte little-endian argument at buf + n; the new end. */
 static size_t put_op4(uint8_t *buf, size_t n, uint8_t op, uint32_t arg) {
     buf[n] = op;
     jp_store_le(buf + n + 1, arg, 4);
     return n + 5;
 }
+
+/* The memo is a hash map keyed by the memo index: sparse and large keys
+ * (up to the limit) are kept apart and found again, a key set twice keeps
+ * its last value, MEMOIZE uses the count of entries as its key, and keys
+ * chosen to collide are refused once one would sit more than the probe
+ * limit from its home slot, instead of making every PUT scan a long run. */
 
 static void test_memo(void) {
     jp_arena a;
