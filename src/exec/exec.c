@@ -250,22 +250,99 @@ static bool misaligned(const jp_view *v) {
     return v->data && isz > 1 && (uintptr_t)v->data % isz != 0;
 }
 
-/* Part k of leaf l as a view: its source, sliced, reshaped. */
+static uint64_t view_numel(const jp_view *v) {
+    uint64_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= (uint64_t)v->shape[d];
+    return n;
+}
+
+/* v with a dense row-major copy of its elements at data. */
+static jp_view dense_view(const jp_view *v, void *data) {
+    jp_view d = *v;
+    d.data = data;
+    int64_t numel = 1;
+    for (int a = v->ndim - 1; a >= 0; a--) {
+        d.strides[a] = numel;
+        numel *= v->shape[a];
+    }
+    return d;
+}
+
+/* A dense copy of v, in its dtype, into dst (view_numel(v) items); the
+ * bytes one at a time when v's items are not aligned. */
+static jp_code copy_dense(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
+    return misaligned(v) ? gather_bytes(dst, v, pool, err)
+                         : jp_permute_cast_strided(dst, v->dtype, NULL, v->data, v->dtype, v->ndim, v->shape,
+                                                   v->strides, NULL, pool, err);
+}
+
+/* A source tensor, or a slice of one, as a view. */
+static jp_code ref_view(runner *r, const jp_plan_leaf *l, size_t k, uint32_t tensor, int32_t axis,
+                        int64_t start, int64_t len, jp_view *out) {
+    if (tensor >= r->src.n)
+        return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k, tensor,
+                         r->src.n);
+    *out = jp_view_of_tensor(source_at(&r->src, tensor));
+    if (axis < 0) return JP_OK;
+    jp_view v = *out;
+    jp_code rc = jp_view_slice(out, &v, axis, start, len, r->err);
+    return rc ? leaf_error(r, l, k, rc) : JP_OK;
+}
+
+/* Part k's view v plus its addend, into a buffer of r->owned: both cast to
+ * float64 in row-major order, added, and rounded once to v's dtype (a
+ * recurrent gate's two biases). */
+static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) {
+    const jp_plan_part *p = &l->parts[k];
+    jp_view b;
+    jp_code rc = ref_view(r, l, k, p->plus_source, p->plus_axis, p->plus_start, p->plus_len, &b);
+    if (rc) return rc;
+    uint64_t n = view_numel(v);
+    if (view_numel(&b) != n)
+        return leaf_fail(r, l, k, JP_SHAPE, "part %zu's addend holds %llu elements, the part %llu", k,
+                         (unsigned long long)view_numel(&b), (unsigned long long)n);
+    if (!jp_dtype_is_castable_float(v->dtype) || !jp_dtype_is_castable_float(b.dtype))
+        return leaf_fail(r, l, k, JP_DTYPE, "part %zu adds %s to %s; only floats add", k,
+                         jp_dtype_numpy_name(b.dtype), jp_dtype_numpy_name(v->dtype));
+    size_t isz = jp_dtype_size(v->dtype) > jp_dtype_size(b.dtype) ? jp_dtype_size(v->dtype)
+                                                                  : jp_dtype_size(b.dtype);
+    double *sum = malloc((size_t)n * 2 * sizeof *sum + 1);
+    unsigned char *tmp = malloc((size_t)n * isz + 1), *out = malloc((size_t)n * jp_dtype_size(v->dtype) + 1);
+    if (!sum || !tmp || !out) rc = JP_NO_MEMORY;
+    const jp_view *in[2] = {v, &b};
+    int64_t len = (int64_t)n;
+    for (int t = 0; t < 2 && !rc; t++) {
+        jp_view d = dense_view(in[t], tmp);
+        if (!(rc = copy_dense(tmp, in[t], r->o.pool, r->err)))
+            rc = jp_permute_cast_strided(sum + t * n, JP_F64, NULL, d.data, d.dtype, 1, &len, NULL, NULL,
+                                         r->o.pool, r->err);
+    }
+    for (uint64_t i = 0; i < n && !rc; i++) sum[i] += sum[n + i];
+    if (!rc)
+        rc = jp_permute_cast_strided(out, v->dtype, NULL, sum, JP_F64, 1, &len, NULL, NULL, r->o.pool,
+                                     r->err);
+    free(sum);
+    free(tmp);
+    if (rc) {
+        free(out);
+        return rc == JP_NO_MEMORY ? leaf_fail(r, l, k, rc, "cannot add part %zu's addend", k)
+                                  : leaf_error(r, l, k, rc);
+    }
+    r->owned[r->nowned++] = out;
+    *v = dense_view(v, out);
+    return JP_OK;
+}
+
+/* Part k of leaf l as a view: its source, sliced, plus its addend, reshaped. */
 static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *out) {
     const jp_plan_part *p = &l->parts[k];
     jp_err *err = r->err;
-    if (p->source >= r->src.n)
-        return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k,
-                         p->source, r->src.n);
-    const jp_tensor *t = source_at(&r->src, p->source);
-    r->mapped[k] = r->src.ix && (t->flags & JP_TENSOR_MAPPED); /* never memory a caller lent */
-    jp_view v = jp_view_of_tensor(t), s;
-    jp_code rc;
-    if (p->slice_axis >= 0) {
-        if ((rc = jp_view_slice(&s, &v, p->slice_axis, p->slice_start, p->slice_len, err)))
-            return leaf_error(r, l, k, rc);
-        v = s;
-    }
+    jp_view v;
+    jp_code rc = ref_view(r, l, k, p->source, p->slice_axis, p->slice_start, p->slice_len, &v);
+    if (rc) return rc;
+    /* never memory a caller lent, nor a sum of ours */
+    r->mapped[k] = r->src.ix && (source_at(&r->src, p->source)->flags & JP_TENSOR_MAPPED) && !p->has_plus;
+    if (p->has_plus && (rc = add_plus(r, l, k, &v))) return rc;
     if (p->ndim < 0 || p->ndim > JP_MAX_DIMS)
         return leaf_fail(r, l, k, JP_ARGUMENT, "part %zu has %d dimensions", k, (int)p->ndim);
     if (same_shape(v.ndim, v.shape, p->ndim, p->shape)) {
@@ -277,20 +354,12 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     rc = jp_view_reshape(out, &v, p->ndim, shape, err);
     if (rc != JP_UNSUPPORTED) return rc ? leaf_error(r, l, k, rc) : JP_OK;
     /* The strides cannot take the new shape: make the slice dense first. */
-    uint64_t numel = 1;
-    for (int d = 0; d < v.ndim; d++) numel *= (uint64_t)v.shape[d];
-    void *dense = malloc(numel * jp_dtype_size(v.dtype) + 1);
+    void *dense = malloc(view_numel(&v) * jp_dtype_size(v.dtype) + 1);
     if (!dense) return leaf_fail(r, l, k, JP_NO_MEMORY, "cannot copy a view to reshape it");
     r->owned[r->nowned++] = dense;
     r->mapped[k] = false;
-    rc = misaligned(&v) ? gather_bytes(dense, &v, r->o.pool, err)
-                        : jp_permute_cast_strided(dense, v.dtype, NULL, v.data, v.dtype, v.ndim, v.shape,
-                                                  v.strides, NULL, r->o.pool, err);
-    if (rc) return leaf_error(r, l, k, rc);
-    jp_view d = v;
-    d.data = dense;
-    for (int a = v.ndim - 1; a >= 0; a--)
-        d.strides[a] = a == v.ndim - 1 ? 1 : d.strides[a + 1] * d.shape[a + 1];
+    if ((rc = copy_dense(dense, &v, r->o.pool, err))) return leaf_error(r, l, k, rc);
+    jp_view d = dense_view(&v, dense);
     memcpy(shape, p->shape, sizeof shape);
     rc = jp_view_reshape(out, &d, p->ndim, shape, err);
     return rc ? leaf_error(r, l, k, rc) : JP_OK;

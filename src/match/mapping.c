@@ -55,6 +55,16 @@ static bool perm_is_identity(const jp_plan_leaf *l, int n) {
     return true;
 }
 
+/* A source tensor, or a slice of one: {"tensor": name, "slice": [axis, start, length]}. */
+static void put_ref(json_t *o, const jp_index *src, uint32_t source, int32_t axis, int64_t start,
+                    int64_t len) {
+    json_object_set_new(o, "tensor", json_string(jp_index_at(src, source)->name));
+    if (axis >= 0) {
+        int64_t s[3] = {axis, start, len};
+        json_object_set_new(o, "slice", int_array(3, s));
+    }
+}
+
 static json_t *leaf_json(const jp_plan_leaf *l, const jp_index *src) {
     json_t *o = json_object();
     if (!o) return NULL;
@@ -71,10 +81,11 @@ static json_t *leaf_json(const jp_plan_leaf *l, const jp_index *src) {
     for (uint32_t k = 0; k < l->nparts; k++) {
         const jp_plan_part *p = &l->parts[k];
         json_t *po = json_object();
-        json_object_set_new(po, "tensor", json_string(jp_index_at(src, p->source)->name));
-        if (p->slice_axis >= 0) {
-            int64_t s[3] = {p->slice_axis, p->slice_start, p->slice_len};
-            json_object_set_new(po, "slice", int_array(3, s));
+        put_ref(po, src, p->source, p->slice_axis, p->slice_start, p->slice_len);
+        if (p->has_plus) {
+            json_t *plus = json_object();
+            put_ref(plus, src, p->plus_source, p->plus_axis, p->plus_start, p->plus_len);
+            json_object_set_new(po, "plus", plus);
         }
         json_object_set_new(po, "shape", int_array(p->ndim, p->shape));
         json_array_append_new(from, po);
@@ -146,6 +157,30 @@ static bool read_ints(json_t *a, int64_t *out, int *n, int64_t lo, int64_t hi) {
     return true;
 }
 
+/* A part's tensor and slice, or its addend's. */
+static jp_code read_ref(json_t *o, const jp_index *src, const char *name, uint32_t *source,
+                        int32_t *axis, int64_t *start, int64_t *len, jp_err *err) {
+    const char *tn = json_string_value(json_object_get(o, "tensor"));
+    size_t pos = tn ? jp_index_position(src, tn) : SIZE_MAX;
+    if (pos == SIZE_MAX) {
+        jp_err_set(err, JP_NOT_FOUND, JP_NO_OFFSET, name, "plan: %s: the source has no tensor '%s'", name,
+                   tn ? tn : "(none given)");
+        return JP_NOT_FOUND;
+    }
+    *source = (uint32_t)pos;
+    *axis = -1;
+    json_t *sl = json_object_get(o, "slice");
+    if (sl) {
+        int64_t s[JP_MAX_DIMS];
+        int sn;
+        if (!read_ints(sl, s, &sn, 0, INT64_MAX) || sn != 3) return bad(err, name, "\"slice\" must be [axis, start, length]");
+        *axis = (int32_t)(s[0] < JP_MAX_DIMS ? s[0] : JP_MAX_DIMS);
+        *start = s[1];
+        *len = s[2];
+    }
+    return JP_OK;
+}
+
 static jp_code read_leaf(jp_plan *p, json_t *o, const jp_index *src, const jp_leaf_spec *spec,
                          jp_plan_leaf *l, jp_err *err) {
     const char *name = spec->path;
@@ -181,23 +216,16 @@ static jp_code read_leaf(jp_plan *p, json_t *o, const jp_index *src, const jp_le
         json_t *po = json_array_get(from, k);
         jp_plan_part *part = &l->parts[k];
         memset(part, 0, sizeof *part);
-        const char *tn = json_string_value(json_object_get(po, "tensor"));
-        size_t pos = tn ? jp_index_position(src, tn) : SIZE_MAX;
-        if (pos == SIZE_MAX) {
-            jp_err_set(err, JP_NOT_FOUND, JP_NO_OFFSET, name, "plan: %s: the source has no tensor '%s'", name,
-                       tn ? tn : "(none given)");
-            return JP_NOT_FOUND;
-        }
-        part->source = (uint32_t)pos;
-        part->slice_axis = -1;
-        json_t *sl = json_object_get(po, "slice");
-        if (sl) {
-            int64_t s[JP_MAX_DIMS];
-            int sn;
-            if (!read_ints(sl, s, &sn, 0, INT64_MAX) || sn != 3) return bad(err, name, "\"slice\" must be [axis, start, length]");
-            part->slice_axis = (int32_t)(s[0] < JP_MAX_DIMS ? s[0] : JP_MAX_DIMS);
-            part->slice_start = s[1];
-            part->slice_len = s[2];
+        jp_code rc = read_ref(po, src, name, &part->source, &part->slice_axis, &part->slice_start,
+                              &part->slice_len, err);
+        if (rc) return rc;
+        json_t *plus = json_object_get(po, "plus");
+        if (plus) {
+            if (!json_is_object(plus)) return bad(err, name, "\"plus\" must be {\"tensor\": ..., \"slice\": ...}");
+            part->has_plus = true;
+            rc = read_ref(plus, src, name, &part->plus_source, &part->plus_axis, &part->plus_start,
+                          &part->plus_len, err);
+            if (rc) return rc;
         }
         int sn;
         json_t *ps = json_object_get(po, "shape");
@@ -299,6 +327,23 @@ jp_code jp_plan_from_json(jp_plan **out, const char *text, size_t len, const jp_
 
 static bool mul_ok(uint64_t *acc, int64_t v) { return v >= 0 && !jp_mul_overflow(*acc, (uint64_t)v, acc); }
 
+/* A tensor or slice a part names: in range, its shape (sh) and element count. */
+static jp_code check_ref(const jp_index *src, const char *name, uint32_t source, int32_t axis,
+                         int64_t start, int64_t len, int64_t *sh, uint64_t *numel, jp_err *err) {
+    if (source >= jp_index_count(src)) return bad(err, name, "part names no source tensor");
+    const jp_tensor *t = jp_index_at(src, source);
+    memcpy(sh, t->shape, sizeof(int64_t) * JP_MAX_DIMS);
+    if (axis >= 0) {
+        if (axis >= t->ndim || start < 0 || len < 0 || start > t->shape[axis] ||
+            len > t->shape[axis] - start)
+            return bad(err, name, "a slice outside its source tensor");
+        sh[axis] = len;
+    }
+    *numel = 1;
+    for (int d = 0; d < t->ndim; d++) mul_ok(numel, sh[d]);
+    return JP_OK;
+}
+
 jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err) {
     for (size_t i = 0; i < p->n; i++) {
         jp_plan_leaf *l = &p->leaves[i];
@@ -312,19 +357,23 @@ jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err) {
         uint64_t joined = 0;
         for (uint32_t k = 0; k < l->nparts; k++) {
             jp_plan_part *part = &l->parts[k];
-            if (part->source >= jp_index_count(src)) return bad(err, name, "part names no source tensor");
-            const jp_tensor *t = jp_index_at(src, part->source);
             int64_t sh[JP_MAX_DIMS];
-            memcpy(sh, t->shape, sizeof sh);
-            if (part->slice_axis >= 0) {
-                if (part->slice_axis >= t->ndim || part->slice_start < 0 || part->slice_len < 0 ||
-                    part->slice_start > t->shape[part->slice_axis] ||
-                    part->slice_len > t->shape[part->slice_axis] - part->slice_start)
-                    return bad(err, name, "a slice outside its source tensor");
-                sh[part->slice_axis] = part->slice_len;
+            uint64_t sn, pn = 1;
+            jp_code rc = check_ref(src, name, part->source, part->slice_axis, part->slice_start,
+                                   part->slice_len, sh, &sn, err);
+            if (rc) return rc;
+            const jp_tensor *t = jp_index_at(src, part->source);
+            if (part->has_plus) {
+                int64_t psh[JP_MAX_DIMS];
+                uint64_t psn;
+                if ((rc = check_ref(src, name, part->plus_source, part->plus_axis, part->plus_start,
+                                    part->plus_len, psh, &psn, err)))
+                    return rc;
+                if (psn != sn) return bad(err, name, "a part's \"plus\" holds another number of elements");
+                if (!jp_dtype_is_castable_float(t->dtype) ||
+                    !jp_dtype_is_castable_float(jp_index_at(src, part->plus_source)->dtype))
+                    return bad(err, name, "\"plus\" adds tensors that are not both float16, bfloat16, float32 or float64");
             }
-            uint64_t sn = 1, pn = 1;
-            for (int d = 0; d < t->ndim; d++) mul_ok(&sn, sh[d]);
             if (part->ndim < 0) {
                 part->ndim = t->ndim;
                 memcpy(part->shape, sh, sizeof part->shape);
@@ -397,6 +446,17 @@ static void shape_cell(json_t *shape, char *buf, size_t cap) {
     if (!json_array_size(shape)) snprintf(buf, cap, "scalar");
 }
 
+/* "name" or "name[start:end]" at buf + n; the new length. */
+static size_t ref_cell(json_t *ref, char *buf, size_t n, size_t cap) {
+    json_t *sl = json_object_get(ref, "slice");
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "%s", json_string_value(json_object_get(ref, "tensor")));
+    if (sl && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, "[%lld:%lld]", (long long)json_integer_value(json_array_get(sl, 1)),
+                              (long long)(json_integer_value(json_array_get(sl, 1)) +
+                                          json_integer_value(json_array_get(sl, 2))));
+    return n;
+}
+
 static void source_cell(json_t *leaf, char *buf, size_t cap) {
     json_t *from = json_object_get(leaf, "from");
     size_t n = 0;
@@ -406,12 +466,13 @@ static void source_cell(json_t *leaf, char *buf, size_t cap) {
         return;
     }
     for (size_t k = 0; k < json_array_size(from) && n < cap; k++) {
-        json_t *p = json_array_get(from, k), *sl = json_object_get(p, "slice");
-        n += (size_t)snprintf(buf + n, cap - n, "%s%s", k ? " + " : "", json_string_value(json_object_get(p, "tensor")));
-        if (sl && n < cap)
-            n += (size_t)snprintf(buf + n, cap - n, "[%lld:%lld]", (long long)json_integer_value(json_array_get(sl, 1)),
-                                  (long long)(json_integer_value(json_array_get(sl, 1)) +
-                                              json_integer_value(json_array_get(sl, 2))));
+        json_t *p = json_array_get(from, k), *plus = json_object_get(p, "plus");
+        if (k && n < cap) n += (size_t)snprintf(buf + n, cap - n, ", ");
+        n = ref_cell(p, buf, n, cap);
+        if (plus && n < cap) {
+            n += (size_t)snprintf(buf + n, cap - n, " + ");
+            n = ref_cell(plus, buf, n, cap);
+        }
     }
 }
 

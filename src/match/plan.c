@@ -111,6 +111,18 @@ static bool first_gap(const taken *run, size_t n, int64_t dim, int64_t *lo, int6
     return true;
 }
 
+/* Notes that a part takes source (whole, or a slice along axis). */
+static void take(uint8_t *used, taken *slices, size_t *nslices, size_t n, uint32_t source,
+                 int32_t axis, int64_t start, int64_t len) {
+    if (source >= n) return;
+    if (axis < 0) {
+        used[source] = 1;
+        return;
+    }
+    if (!used[source]) used[source] = 2;
+    slices[(*nslices)++] = (taken){source, axis, start, start + len};
+}
+
 jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     size_t n = jp_index_count(src), k = 0, nslices = 0;
     jp_arena tmp;
@@ -118,7 +130,7 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     /* used: 0 not taken, 1 taken whole, 2 taken in slices */
     uint8_t *used = jp_arena_alloc_array(&tmp, n + 1, 1);
     int64_t *alias_of = jp_arena_alloc_array(&tmp, n + 1, sizeof *alias_of);
-    for (size_t i = 0; i < p->n; i++) nslices += p->leaves[i].nparts;
+    for (size_t i = 0; i < p->n; i++) nslices += 2 * (size_t)p->leaves[i].nparts;
     taken *slices = jp_arena_alloc_array(&tmp, nslices + 1, sizeof *slices);
     /* partly[i]: why source i, taken only in slices, is not taken whole */
     const char **partly = jp_arena_alloc_array(&tmp, n + 1, sizeof *partly);
@@ -132,14 +144,11 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     for (size_t i = 0; i < p->n; i++)
         for (uint32_t q = 0; q < p->leaves[i].nparts; q++) {
             const jp_plan_part *part = &p->leaves[i].parts[q];
-            if (part->source >= n) continue;
-            if (part->slice_axis < 0) {
-                used[part->source] = 1;
-                continue;
-            }
-            if (!used[part->source]) used[part->source] = 2;
-            slices[nslices++] = (taken){part->source, part->slice_axis, part->slice_start,
-                                        part->slice_start + part->slice_len};
+            take(used, slices, &nslices, n, part->source, part->slice_axis, part->slice_start,
+                 part->slice_len);
+            if (part->has_plus)
+                take(used, slices, &nslices, n, part->plus_source, part->plus_axis, part->plus_start,
+                     part->plus_len);
         }
     qsort(slices, nslices, sizeof *slices, taken_order);
     /* A source taken only in slices that leave part of it out is listed,

@@ -5,7 +5,8 @@
  *
  * One leaf is computed as
  *
- *   parts[k]  = reshape(slice(source[k], axis, start, len), shape)
+ *   parts[k]  = reshape(slice(source[k], axis, start, len)
+ *                       [+ slice(plus[k], axis, start, len)], shape)
  *   joined    = concat(parts, along cat_axis)          (one part: itself)
  *   flipped   = reverse(joined, the axes in flip)      (a transposed conv's taps)
  *   permuted  = permute(flipped, perm)                 (perm[d] = source axis)
@@ -14,7 +15,11 @@
  * which covers a Linear kernel (perm 1,0), a conv kernel (perm 2,3,1,0), a
  * fused qkv (three leaves, each a slice of one source, reshaped to
  * (heads, head_dim, in) and permuted), an Equinox conv bias (a reshape), and
- * the conv-then-Linear flatten order (reshape (out,C,H,W), perm 2,3,1,0). */
+ * the conv-then-Linear flatten order (reshape (out,C,H,W), perm 2,3,1,0),
+ * and a recurrent cell's gate bias where Flax and Equinox keep one and
+ * PyTorch two (b_ih + b_hh: a part with an addend, the same number of
+ * elements of another floating tensor, summed in float64 and rounded once
+ * to the part's dtype). */
 #ifndef JP_PLAN_H
 #define JP_PLAN_H
 
@@ -26,6 +31,10 @@ typedef struct jp_plan_part {
     int64_t slice_start, slice_len;
     int32_t ndim;                 /* the part's shape after the slice and reshape */
     int64_t shape[JP_MAX_DIMS];
+    bool has_plus;                /* add plus_source's slice (same element count, row-major) */
+    uint32_t plus_source;
+    int32_t plus_axis;            /* -1: the whole tensor */
+    int64_t plus_start, plus_len;
 } jp_plan_part;
 
 enum {
