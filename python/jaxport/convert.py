@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from .io import numpy_dtypes
-from .match import Plan, _rule_list, haiku_batch_norm_stats, is_haiku_pair, target_leaves
+from .match import Plan, _rule_list, haiku_batch_norm_stats, is_haiku_pair, nnx_weights, target_leaves
 
 __all__ = ["convert", "autoconvert", "source_index"]
 
@@ -61,7 +61,7 @@ def _rebuild(like, lib, arrays, keep_missing):
     if lib == "nnx":
         from flax import nnx
         if isinstance(like, nnx.Module):
-            nnx.update(like, trees.unflatten(nnx.state(like), device, keep_missing))
+            nnx.update(like, trees.unflatten(nnx_weights(like), device, keep_missing))
             return like
         return trees.unflatten(like, device, keep_missing)
     if lib == "haiku" and is_haiku_pair(like):

@@ -49,6 +49,13 @@ def _object_library(like):
     return lib
 
 
+def nnx_weights(module):
+    """An NNX module's state less its random-number streams (the keys and
+    counts nnx.Rngs keeps, in Dropout or RNN): no checkpoint holds those."""
+    from flax import nnx
+    return nnx.state(module, nnx.Not(nnx.RngState))
+
+
 def target_leaves(like, to=None):
     """(library, [(path, shape, dtype name)]) for a JAX model or its params."""
     from . import trees
@@ -57,7 +64,7 @@ def target_leaves(like, to=None):
     if lib == "nnx":
         from flax import nnx
         if isinstance(like, nnx.Module):
-            like = nnx.state(like)
+            like = nnx_weights(like)
     state_leaves = []
     if lib == "equinox" and isinstance(like, tuple) and len(like) == 2:
         root, state_leaves = like[0], eqx_state_leaves(*like)

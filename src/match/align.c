@@ -20,6 +20,8 @@ typedef struct sleaf {            /* a source tensor, or a slice of one */
     int32_t slice_axis;
     int64_t slice_start, slice_len;
     uint64_t numel;
+    bool has_plus;                /* plus the same slice of another tensor (summed biases) */
+    uint32_t plus_tensor;
 } sleaf;
 
 typedef struct tleaf {
@@ -207,7 +209,42 @@ static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role
     memcpy(l->shape, t->shape, sizeof l->shape);
     l->slice_axis = -1;
     l->numel = t->numel;
+    l->has_plus = false;
     return (int64_t)m->sl.len - 1;
+}
+
+/* A virtual module of the source at path, slicing its parent's tensors:
+ * its index, -1 when out of memory, -2 when a real module has that path. */
+static int64_t virtual_module(matcher *m, int64_t parent, const char *path, uint64_t order) {
+    if (!path) return -1;
+    int64_t vi = find_or_add_module(m, &m->src, path, order);
+    if (vi < 0) return -1;
+    if (MOD(&m->src, vi)->nleaves) return -2;
+    MOD(&m->src, vi)->parent = parent;
+    return vi;
+}
+
+/* Adds to virtual module vi a leaf made of source leaf `from`: rows [start,
+ * start + len) of it (len < 0: all of it), plus the same rows of source
+ * leaf `plus` when plus >= 0. */
+static jp_code virtual_leaf(matcher *m, int64_t vi, int64_t from, int64_t plus, jp_role role,
+                            char *key, int64_t start, int64_t len) {
+    sleaf base = *SL(m, from);
+    int64_t li = push_sleaf(m, base.tensor, base.name, role, key);
+    if (li < 0) return oom(m);
+    sleaf *l = SL(m, li);
+    if (len >= 0) {
+        l->slice_axis = 0;
+        l->slice_start = start;
+        l->slice_len = len;
+        l->numel = base.shape[0] ? base.numel / (uint64_t)base.shape[0] * (uint64_t)len : 0;
+        l->shape[0] = len;
+    }
+    if (plus >= 0) {
+        l->has_plus = true;
+        l->plus_tensor = SL(m, plus)->tensor;
+    }
+    return module_add_leaf(m, MOD(&m->src, vi), (uint32_t)li) ? JP_OK : oom(m);
 }
 
 /* A fused q/k/v projection: torch's MultiheadAttention keeps in_proj_weight
@@ -237,30 +274,122 @@ static jp_code add_virtual_qkv(matcher *m, int64_t mi) {
         char *path = qkv_linear && ls > 0 ? jp_arena_printf(&m->tmp, "%.*s.%s", (int)(ls - 1), md->path, parts[p])
                                           : jp_arena_printf(&m->tmp, "%s%s%s", md->path, *md->path ? "." : "",
                                                             parts[p]);
-        if (!path) return oom(m);
-        int64_t vi = find_or_add_module(m, &m->src, path, MOD(&m->src, mi)->order * 4 + 1 + (uint64_t)p);
-        if (vi < 0) return oom(m);
-        module *vm = MOD(&m->src, vi);
+        int64_t vi = virtual_module(m, mi, path, md->order + 1 + (uint64_t)p);
+        if (vi == -1) return oom(m);
         md = MOD(&m->src, mi);
-        if (vm->nleaves) continue; /* a real module of that name exists */
-        vm->parent = mi;
-        int64_t srcs[2] = {w, b};
-        for (int k = 0; k < 2; k++) {
-            if (srcs[k] < 0) continue;
-            sleaf base_l = *SL(m, srcs[k]);
-            int64_t li = push_sleaf(m, base_l.tensor, base_l.name, k ? JP_ROLE_BIAS : JP_ROLE_WEIGHT,
-                                    k ? "bias" : "weight");
-            if (li < 0) return oom(m);
-            sleaf *l = SL(m, li);
-            l->slice_axis = 0;
-            l->slice_start = p * e;
-            l->slice_len = e;
-            l->shape[0] = e;
-            l->numel = base_l.numel / 3;
-            if (!module_add_leaf(m, MOD(&m->src, vi), (uint32_t)li)) return oom(m);
-        }
+        if (vi < 0) continue; /* a real module of that name exists */
+        jp_code rc = virtual_leaf(m, vi, w, -1, JP_ROLE_WEIGHT, "weight", p * e, e);
+        if (!rc && b >= 0) rc = virtual_leaf(m, vi, b, -1, JP_ROLE_BIAS, "bias", p * e, e);
+        if (rc) return rc;
     }
     return JP_OK;
+}
+
+/* One layer of a torch recurrent module: nn.LSTM, nn.GRU and nn.RNN keep
+ * weight_ih_l0, weight_hh_l0, bias_ih_l0 and bias_hh_l0 (and _reverse
+ * ones), their cells weight_ih ... bias_hh; -1 where absent. */
+typedef struct rnn_layer {
+    char suffix[24];              /* "_l0", "_l1_reverse", "" */
+    int64_t w_ih, w_hh, b_ih, b_hh;
+} rnn_layer;
+
+/* The gate rows of a torch recurrent layer (G gates of H rows each: LSTM
+ * i, f, g, o; GRU r, z, n; RNN one) offered as the modules JAX cells keep:
+ *   Flax linen and NNX cells, one Dense per gate and side: i<gate> (x) and
+ *     h<gate> (h), the two biases summed into one of them (LSTM: h<gate>;
+ *     GRU: ir, iz summed, in and hn their own; SimpleCell: i);
+ *   NNX's OptimizedLSTMCell and SimpleCell, dense_i and dense_h, every gate
+ *     in one kernel;
+ *   Equinox's LSTMCell, weight_ih, weight_hh and one bias (LSTM only:
+ *     Equinox's GRU bias would join summed and plain rows).
+ * They go under the layer's path ("lstm.l0", "lstm.l1_reverse", or the
+ * cell's own), in order after the layer's first tensor. */
+static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
+    const sleaf *wi = SL(m, ly->w_ih), *wh = SL(m, ly->w_hh);
+    if (wi->ndim != 2 || wh->ndim != 2 || wh->shape[1] <= 0 || wi->shape[0] != wh->shape[0] ||
+        wh->shape[0] % wh->shape[1])
+        return JP_OK;
+    int64_t h = wh->shape[1], g = wh->shape[0] / h, bi = ly->b_ih, bh = ly->b_hh;
+    if (g != 1 && g != 3 && g != 4) return JP_OK;
+    for (int k = 0; k < 2; k++) {
+        int64_t b = k ? bh : bi;
+        if (b >= 0 && (SL(m, b)->ndim != 1 || SL(m, b)->shape[0] != g * h)) return JP_OK;
+    }
+    bool both = bi >= 0 && bh >= 0;
+    const char *base = *ly->suffix ? jp_arena_printf(&m->tmp, "%s%s%s", MOD(&m->src, mi)->path,
+                                                     *MOD(&m->src, mi)->path ? "." : "", ly->suffix + 1)
+                                   : MOD(&m->src, mi)->path;
+    if (!base) return oom(m);
+    static const char *const gates[5] = {"", "", "", "rzn", "ifgo"};
+    uint64_t order = (uint64_t)wi->tensor * 16 + 1;
+    jp_code rc = JP_OK;
+    for (int64_t q = 0; q < g && !rc; q++) {
+        char gate = g > 1 ? gates[g][q] : '\0';
+        for (int hid = 0; hid < 2 && !rc; hid++) { /* 0: i<gate>, 1: h<gate> */
+            int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%s%c%.1s", base, *base ? "." : "",
+                                                              hid ? 'h' : 'i', &gate),
+                                        order++);
+            if (vi == -1) return oom(m);
+            if (vi < 0) continue;
+            rc = virtual_leaf(m, vi, hid ? ly->w_hh : ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", q * h, h);
+            /* which side's Dense takes the gate's bias, and whether summed */
+            bool summed = g == 4 ? hid == 1 : g == 1 ? hid == 0 : q < 2 && hid == 0;
+            int64_t own = g == 3 && q == 2 ? (hid ? bh : bi) : -1;
+            if (!rc && summed && both)
+                rc = virtual_leaf(m, vi, bi, bh, JP_ROLE_BIAS, "bias", q * h, h);
+            else if (!rc && own >= 0)
+                rc = virtual_leaf(m, vi, own, -1, JP_ROLE_BIAS, "bias", q * h, h);
+        }
+    }
+    /* every gate in one kernel (NNX), or one cell (Equinox) */
+    static const char *const fused[3] = {"dense_i", "dense_h", "cell"};
+    for (int f = 0; f < 3 && !rc && g != 3; f++) {
+        if (f == 2 && g != 4) break;
+        int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%s%s", base, *base ? "." : "", fused[f]),
+                                    order++);
+        if (vi == -1) return oom(m);
+        if (vi < 0) continue;
+        if (f < 2)
+            rc = virtual_leaf(m, vi, f ? ly->w_hh : ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", 0, -1);
+        else if (!(rc = virtual_leaf(m, vi, ly->w_ih, -1, JP_ROLE_OTHER, "weightih", 0, -1)))
+            rc = virtual_leaf(m, vi, ly->w_hh, -1, JP_ROLE_OTHER, "weighthh", 0, -1);
+        /* the summed bias: LSTM's on dense_h and the cell, RNN's on dense_i */
+        if (!rc && both && (g == 4 ? f != 0 : f == 0))
+            rc = virtual_leaf(m, vi, bi, bh, JP_ROLE_BIAS, "bias", 0, -1);
+    }
+    return rc;
+}
+
+/* The recurrent layers among a source module's leaves. */
+static jp_code add_virtual_rnn(matcher *m, int64_t mi) {
+    rnn_layer ly[16];
+    size_t n = 0;
+    static const char *const kinds[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    for (uint32_t k = 0; k < MOD(&m->src, mi)->nleaves; k++) {
+        int64_t li = MOD(&m->src, mi)->leaves[k];
+        const char *name = SL(m, li)->name;
+        size_t ls, ll = jp_name_leaf(name, &ls);
+        int kind = 0;
+        while (kind < 4 && strncmp(name + ls, kinds[kind], strlen(kinds[kind])) != 0) kind++;
+        if (kind == 4) continue;
+        const char *suffix = name + ls + strlen(kinds[kind]);
+        size_t sl = ll - strlen(kinds[kind]);
+        if (sl >= sizeof ly[0].suffix || (sl && strncmp(suffix, "_l", 2) != 0)) continue;
+        size_t at = 0;
+        while (at < n && (strlen(ly[at].suffix) != sl || strncmp(ly[at].suffix, suffix, sl) != 0)) at++;
+        if (at == n) {
+            if (n == sizeof ly / sizeof ly[0]) continue;
+            ly[n] = (rnn_layer){.w_ih = -1, .w_hh = -1, .b_ih = -1, .b_hh = -1};
+            memcpy(ly[n].suffix, suffix, sl);
+            ly[n++].suffix[sl] = '\0';
+        }
+        int64_t *slot[4] = {&ly[at].w_ih, &ly[at].w_hh, &ly[at].b_ih, &ly[at].b_hh};
+        *slot[kind] = li;
+    }
+    jp_code rc = JP_OK;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (ly[i].w_ih >= 0 && ly[i].w_hh >= 0) rc = add_rnn_layer(m, mi, &ly[i]);
+    return rc;
 }
 
 static jp_code build_source(matcher *m) {
@@ -294,7 +423,7 @@ static jp_code build_source(matcher *m) {
             break;
         }
         int64_t li = push_sleaf(m, (uint32_t)i, name, role, lk);
-        int64_t mi = li < 0 ? -1 : find_or_add_module(m, &m->src, path, (uint64_t)i * 4);
+        int64_t mi = li < 0 ? -1 : find_or_add_module(m, &m->src, path, (uint64_t)i * 16);
         if (mi < 0 || !module_add_leaf(m, MOD(&m->src, mi), (uint32_t)li)) rc = oom(m);
     }
     if (res) {
@@ -302,7 +431,9 @@ static jp_code build_source(matcher *m) {
         free(res);
     }
     size_t nreal = m->src.mods.len;
-    for (size_t i = 0; i < nreal && !rc; i++) rc = add_virtual_qkv(m, (int64_t)i);
+    /* Orders leave 15 places after each tensor's for the virtual modules. */
+    for (size_t i = 0; i < nreal && !rc; i++)
+        if (!(rc = add_virtual_qkv(m, (int64_t)i))) rc = add_virtual_rnn(m, (int64_t)i);
     for (size_t i = 0; i < m->src.mods.len; i++) {
         module *md = MOD(&m->src, i);
         md->alias = md->nleaves > 0 && md->parent < 0;
@@ -903,6 +1034,11 @@ static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_
     part->slice_axis = sl->slice_axis;
     part->slice_start = sl->slice_start;
     part->slice_len = sl->slice_len;
+    part->has_plus = sl->has_plus;
+    part->plus_source = sl->plus_tensor;
+    part->plus_axis = sl->slice_axis;
+    part->plus_start = sl->slice_start;
+    part->plus_len = sl->slice_len;
     part->ndim = x->ndim;
     memcpy(part->shape, x->shape, sizeof part->shape);
     pl->parts = part;
@@ -910,7 +1046,7 @@ static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_
     memcpy(pl->perm, x->perm, sizeof pl->perm);
     for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
     pl->flip = x->flip;
-    pl->rule = x->rule;
+    pl->rule = sl->has_plus ? "the two biases summed (b_ih + b_hh)" : x->rule;
     if (sl->slice_axis < 0) m->used[sl->tensor]++; /* q, k and v slicing one tensor are not tied */
     return JP_OK;
 }

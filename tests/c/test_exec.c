@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "exec/exec.h"
+#include "kernels/cast.h"
 #include "testfiles.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -275,6 +276,82 @@ static void test_concat(void) {
     jp_plan_free(p);
 }
 
+/* Parts with an addend (a recurrent gate's two biases): summed in float64
+ * and rounded once, from aligned and misaligned sources, sliced, in
+ * float32 and bfloat16; an integer addend and a count that differs fail. */
+static void test_plus(void) {
+    float a[6] = {1.0f, 0.1f, 1e8f, -2.5f, 3.0f, 1e-8f}, b[6] = {1.0f, 0.2f, 1.0f, 2.5f, 0.5f, 1.0f};
+    unsigned char raw[6 * 4 + 1];
+    memcpy(raw + 1, b, sizeof b); /* b's items one byte off their alignment */
+    uint16_t ha[6], hb[6];
+    for (int i = 0; i < 6; i++) {
+        uint32_t u;
+        memcpy(&u, &a[i], 4);
+        ha[i] = (uint16_t)(u >> 16); /* truncated: exact bfloat16 values */
+        memcpy(&u, &b[i], 4);
+        hb[i] = (uint16_t)(u >> 16);
+    }
+    int32_t ints[6] = {0};
+    int64_t s6[1] = {6}, s3[1] = {3};
+    jp_tensor src[5] = {tensor("a", JP_F32, 1, s6, NULL, a), tensor("b", JP_F32, 1, s6, NULL, raw + 1),
+                        tensor("ha", JP_BF16, 1, s6, NULL, ha), tensor("hb", JP_BF16, 1, s6, NULL, hb),
+                        tensor("i", JP_I32, 1, s6, NULL, ints)};
+    jp_plan *p = new_plan(3);
+    jp_plan_leaf *l = leaf(p, 0, "whole", JP_F32, 1, s6, 1);
+    part(l, 0, 0, -1, 0, 0, 1, s6);
+    l->parts[0].has_plus = true;
+    l->parts[0].plus_source = 1;
+    l->parts[0].plus_axis = -1;
+    l = leaf(p, 1, "tail", JP_F32, 1, s3, 1);
+    part(l, 0, 0, 0, 3, 3, 1, s3);
+    l->parts[0].has_plus = true;
+    l->parts[0].plus_source = 1;
+    l->parts[0].plus_axis = 0;
+    l->parts[0].plus_start = 0; /* another slice than the part's own */
+    l->parts[0].plus_len = 3;
+    l = leaf(p, 2, "bf16", JP_BF16, 1, s6, 1);
+    part(l, 0, 2, -1, 0, 0, 1, s6);
+    l->parts[0].has_plus = true;
+    l->parts[0].plus_source = 3;
+    l->parts[0].plus_axis = -1;
+    jp_err err;
+    CHECK_EQ_U64(run_plan(p, src, 5, "plus.msgpack", NULL, &err), JP_OK);
+    float whole[6], tail[3];
+    uint16_t h[6];
+    for (int i = 0; i < 6; i++) {
+        whole[i] = (float)((double)a[i] + (double)b[i]);
+        double x, y;
+        uint32_t u = (uint32_t)ha[i] << 16, v = (uint32_t)hb[i] << 16;
+        float fx, fy;
+        memcpy(&fx, &u, 4);
+        memcpy(&fy, &v, 4);
+        x = fx, y = fy;
+        float sum = (float)(x + y); /* exact here: a bfloat16 sum fits a float32 */
+        memcpy(&u, &sum, 4);
+        h[i] = jp_bf16_from_f32(u);
+    }
+    for (int i = 0; i < 3; i++) tail[i] = (float)((double)a[3 + i] + (double)b[i]);
+    check_tensor("plus.msgpack", "whole", JP_F32, whole, sizeof whole);
+    check_tensor("plus.msgpack", "tail", JP_F32, tail, sizeof tail);
+    check_tensor("plus.msgpack", "bf16", JP_BF16, h, sizeof h);
+    jp_plan_free(p);
+    jp_plan *q = new_plan(1);
+    l = leaf(q, 0, "bad", JP_F32, 1, s6, 1);
+    part(l, 0, 0, -1, 0, 0, 1, s6);
+    l->parts[0].has_plus = true;
+    l->parts[0].plus_source = 4;
+    l->parts[0].plus_axis = -1;
+    CHECK_EQ_U64(run_plan(q, src, 5, "plus_bad.msgpack", NULL, &err), JP_DTYPE);
+    CHECK(strstr(err.msg, "bad") && strstr(err.msg, "only floats add"));
+    l->parts[0].plus_source = 1;
+    l->parts[0].plus_axis = 0;
+    l->parts[0].plus_start = 1;
+    l->parts[0].plus_len = 5;
+    CHECK_EQ_U64(run_plan(q, src, 5, "plus_bad.msgpack", NULL, &err), JP_SHAPE);
+    CHECK(strstr(err.msg, "addend holds 5 elements, the part 6"));
+    jp_plan_free(q);
+}
+
 typedef struct progress_log {
     int calls;
     uint64_t last_done, total;
@@ -519,6 +596,7 @@ int main(void) {
     test_perm_cast();
     test_qkv();
     test_concat();
+    test_plus();
     test_tiles();
     test_interrupt();
     test_failures();

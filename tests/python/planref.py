@@ -19,10 +19,9 @@ def apply_plan(plan, index):
             raise KeyError(f"{leaf['leaf']}: {leaf.get('missing') or leaf.get('ambiguous')}")
         parts = []
         for p in leaf["from"]:
-            a = np.asarray(arrays[p["tensor"]])
-            if "slice" in p:
-                axis, start, length = p["slice"]
-                a = a[(slice(None),) * axis + (slice(start, start + length),)]
+            a = _ref(arrays, p)
+            if "plus" in p:  # summed in float64, rounded once to the part's dtype
+                a = (a.astype(np.float64) + _ref(arrays, p["plus"]).astype(np.float64).reshape(a.shape)).astype(a.dtype)
             parts.append(a.reshape(p["shape"]))
         a = np.concatenate(parts, leaf.get("concat", 0)) if len(parts) > 1 else parts[0]
         for axis in leaf.get("flip", []):
@@ -31,6 +30,14 @@ def apply_plan(plan, index):
             a = a.transpose(leaf["permute"])
         out[leaf["leaf"]] = a.reshape(leaf["shape"]).astype(numpy_dtypes()[_np_name(leaf["dtype"])])
     return out
+
+
+def _ref(arrays, ref):
+    a = np.asarray(arrays[ref["tensor"]])
+    if "slice" in ref:
+        axis, start, length = ref["slice"]
+        a = a[(slice(None),) * axis + (slice(start, start + length),)]
+    return a
 
 
 def _np_name(dtype):
