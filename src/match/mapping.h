@@ -10,11 +10,15 @@
  *      {"leaf": "attn/query/kernel", "shape": [8, 2, 4], "dtype": "F32",
  *       "from": [{"tensor": "attn.in_proj_weight", "slice": [0, 0, 8], "shape": [2, 4, 8]}],
  *       "permute": [2, 0, 1]},
+ *      {"leaf": "cell/hi/bias", "shape": [7], "dtype": "F32",
+ *       "from": [{"tensor": "lstm.bias_ih_l0", "slice": [0, 0, 7], "shape": [7],
+ *                 "plus": {"tensor": "lstm.bias_hh_l0", "slice": [0, 0, 7]}}]},
  *      {"leaf": "head/kernel", "missing": "no source module fits ..."}],
  *    "unused": [{"tensor": "bn.num_batches_tracked", "why": "...", "harmless": true}]}
  *
- * "slice" is [axis, start, length]; "flip" lists reversed axes; "concat"
- * the axis several parts are joined on. The fingerprints cover the names,
+ * "slice" is [axis, start, length]; "plus" adds another tensor's elements
+ * (the same count, float dtypes) to a part; "flip" lists reversed axes;
+ * "concat" the axis several parts are joined on. The fingerprints cover the names,
  * shapes and dtypes of both sides, so a file made for other models is
  * refused (JP_STALE) while hand edits to the pairing are kept. */
 #ifndef JP_MAPPING_H
