@@ -39,6 +39,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (p->slice_axis >= 0)
                     assert(p->slice_axis < t->ndim && p->slice_start >= 0 && p->slice_len >= 0 &&
                            p->slice_start + p->slice_len <= t->shape[p->slice_axis]);
+                if (p->has_plus) {
+                    assert(p->plus_source < jp_index_count(ix));
+                    const jp_tensor *u = jp_index_at(ix, p->plus_source);
+                    (void)u;
+                    if (p->plus_axis >= 0)
+                        assert(p->plus_axis < u->ndim && p->plus_start >= 0 && p->plus_len >= 0 &&
+                               p->plus_start + p->plus_len <= u->shape[p->plus_axis]);
+                }
             }
         }
         char *text = NULL;
