@@ -21,11 +21,12 @@ static const jp_leaf_spec leaves[] = {
 #define NLEAVES (sizeof leaves / sizeof leaves[0])
 
 /* A tensor (and slice) a read plan names lies inside the source. */
-static void check_ref(const jp_index *ix, uint32_t source, int32_t axis, int64_t start, int64_t len) {
-    assert(source < jp_index_count(ix));
-    const jp_tensor *t = jp_index_at(ix, source);
-    (void)t, (void)axis, (void)start, (void)len;
-    if (axis >= 0) assert(axis < t->ndim && start >= 0 && len >= 0 && start + len <= t->shape[axis]);
+static void check_ref(const jp_index *ix, const jp_plan_ref *r) {
+    assert(r->source < jp_index_count(ix));
+    const jp_tensor *t = jp_index_at(ix, r->source);
+    (void)t;
+    if (r->axis >= 0)
+        assert(r->axis < t->ndim && r->start >= 0 && r->len >= 0 && r->start + r->len <= t->shape[r->axis]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -41,8 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             const jp_plan_leaf *l = &plan->leaves[i];
             for (uint32_t k = 0; k < l->nparts; k++) {
                 const jp_plan_part *p = &l->parts[k];
-                check_ref(ix, p->source, p->slice_axis, p->slice_start, p->slice_len);
-                if (p->has_plus) check_ref(ix, p->plus_source, p->plus_axis, p->plus_start, p->plus_len);
+                check_ref(ix, &p->from);
+                if (p->has_plus) check_ref(ix, &p->plus);
             }
         }
         char *text = NULL;

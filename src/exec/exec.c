@@ -79,8 +79,8 @@ typedef struct runner {
 /* ---------------------------------------------------------------- messages */
 
 static const char *part_source_name(const runner *r, const jp_plan_leaf *l, size_t k) {
-    if (k >= l->nparts || l->parts[k].source >= r->src.n) return "?";
-    return source_at(&r->src, l->parts[k].source)->name;
+    if (k >= l->nparts || l->parts[k].from.source >= r->src.n) return "?";
+    return source_at(&r->src, l->parts[k].from.source)->name;
 }
 
 /* Rewrite a filled error as "<leaf> (from <source>): <what>", member = leaf. */
@@ -277,15 +277,15 @@ static jp_code copy_dense(void *dst, const jp_view *v, jp_pool *pool, jp_err *er
 }
 
 /* A source tensor, or a slice of one, as a view. */
-static jp_code ref_view(runner *r, const jp_plan_leaf *l, size_t k, uint32_t tensor, int32_t axis,
-                        int64_t start, int64_t len, jp_view *out) {
-    if (tensor >= r->src.n)
-        return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k, tensor,
-                         r->src.n);
-    *out = jp_view_of_tensor(source_at(&r->src, tensor));
-    if (axis < 0) return JP_OK;
+static jp_code ref_view(runner *r, const jp_plan_leaf *l, size_t k, const jp_plan_ref *ref,
+                        jp_view *out) {
+    if (ref->source >= r->src.n)
+        return leaf_fail(r, l, (size_t)-1, JP_ARGUMENT, "part %zu names source %u of %zu", k,
+                         ref->source, r->src.n);
+    *out = jp_view_of_tensor(source_at(&r->src, ref->source));
+    if (ref->axis < 0) return JP_OK;
     jp_view v = *out;
-    jp_code rc = jp_view_slice(out, &v, axis, start, len, r->err);
+    jp_code rc = jp_view_slice(out, &v, ref->axis, ref->start, ref->len, r->err);
     return rc ? leaf_error(r, l, k, rc) : JP_OK;
 }
 
@@ -295,7 +295,7 @@ static jp_code ref_view(runner *r, const jp_plan_leaf *l, size_t k, uint32_t ten
 static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) {
     const jp_plan_part *p = &l->parts[k];
     jp_view b;
-    jp_code rc = ref_view(r, l, k, p->plus_source, p->plus_axis, p->plus_start, p->plus_len, &b);
+    jp_code rc = ref_view(r, l, k, &p->plus, &b);
     if (rc) return rc;
     uint64_t n = view_numel(v);
     if (view_numel(&b) != n)
@@ -338,10 +338,10 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     const jp_plan_part *p = &l->parts[k];
     jp_err *err = r->err;
     jp_view v;
-    jp_code rc = ref_view(r, l, k, p->source, p->slice_axis, p->slice_start, p->slice_len, &v);
+    jp_code rc = ref_view(r, l, k, &p->from, &v);
     if (rc) return rc;
     /* never memory a caller lent, nor a sum of ours */
-    r->mapped[k] = r->src.ix && (source_at(&r->src, p->source)->flags & JP_TENSOR_MAPPED) && !p->has_plus;
+    r->mapped[k] = r->src.ix && (source_at(&r->src, p->from.source)->flags & JP_TENSOR_MAPPED) && !p->has_plus;
     if (p->has_plus && (rc = add_plus(r, l, k, &v))) return rc;
     if (p->ndim < 0 || p->ndim > JP_MAX_DIMS)
         return leaf_fail(r, l, k, JP_ARGUMENT, "part %zu has %d dimensions", k, (int)p->ndim);

@@ -1030,15 +1030,10 @@ static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_
     jp_plan_part *part = jp_arena_alloc(m->arena, sizeof *part);
     if (!part) return oom(m);
     memset(part, 0, sizeof *part);
-    part->source = sl->tensor;
-    part->slice_axis = sl->slice_axis;
-    part->slice_start = sl->slice_start;
-    part->slice_len = sl->slice_len;
+    part->from = (jp_plan_ref){sl->tensor, sl->slice_axis, sl->slice_start, sl->slice_len};
     part->has_plus = sl->has_plus;
-    part->plus_source = sl->plus_tensor;
-    part->plus_axis = sl->slice_axis;
-    part->plus_start = sl->slice_start;
-    part->plus_len = sl->slice_len;
+    part->plus = part->from; /* the same slice of another tensor */
+    part->plus.source = sl->plus_tensor;
     part->ndim = x->ndim;
     memcpy(part->shape, x->shape, sizeof part->shape);
     pl->parts = part;
@@ -1193,7 +1188,7 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     }
     for (size_t i = 0; !rc && i < n; i++) /* one tensor feeding several leaves */
         for (uint32_t k = 0; k < p->leaves[i].nparts; k++)
-            if (p->leaves[i].parts[k].slice_axis < 0 && m.used[p->leaves[i].parts[k].source] > 1)
+            if (p->leaves[i].parts[k].from.axis < 0 && m.used[p->leaves[i].parts[k].from.source] > 1)
                 p->leaves[i].flags |= JP_LEAF_TIED;
     if (!rc) rc = jp_plan_list_unused(p, src, err);
     jp_vec_free(&m.sl);

@@ -56,11 +56,10 @@ static bool perm_is_identity(const jp_plan_leaf *l, int n) {
 }
 
 /* A source tensor, or a slice of one: {"tensor": name, "slice": [axis, start, length]}. */
-static void put_ref(json_t *o, const jp_index *src, uint32_t source, int32_t axis, int64_t start,
-                    int64_t len) {
-    json_object_set_new(o, "tensor", json_string(jp_index_at(src, source)->name));
-    if (axis >= 0) {
-        int64_t s[3] = {axis, start, len};
+static void put_ref(json_t *o, const jp_index *src, const jp_plan_ref *ref) {
+    json_object_set_new(o, "tensor", json_string(jp_index_at(src, ref->source)->name));
+    if (ref->axis >= 0) {
+        int64_t s[3] = {ref->axis, ref->start, ref->len};
         json_object_set_new(o, "slice", int_array(3, s));
     }
 }
@@ -81,10 +80,10 @@ static json_t *leaf_json(const jp_plan_leaf *l, const jp_index *src) {
     for (uint32_t k = 0; k < l->nparts; k++) {
         const jp_plan_part *p = &l->parts[k];
         json_t *po = json_object();
-        put_ref(po, src, p->source, p->slice_axis, p->slice_start, p->slice_len);
+        put_ref(po, src, &p->from);
         if (p->has_plus) {
             json_t *plus = json_object();
-            put_ref(plus, src, p->plus_source, p->plus_axis, p->plus_start, p->plus_len);
+            put_ref(plus, src, &p->plus);
             json_object_set_new(po, "plus", plus);
         }
         json_object_set_new(po, "shape", int_array(p->ndim, p->shape));
@@ -158,8 +157,8 @@ static bool read_ints(json_t *a, int64_t *out, int *n, int64_t lo, int64_t hi) {
 }
 
 /* A part's tensor and slice, or its addend's. */
-static jp_code read_ref(json_t *o, const jp_index *src, const char *name, uint32_t *source,
-                        int32_t *axis, int64_t *start, int64_t *len, jp_err *err) {
+static jp_code read_ref(json_t *o, const jp_index *src, const char *name, jp_plan_ref *ref,
+                        jp_err *err) {
     const char *tn = json_string_value(json_object_get(o, "tensor"));
     size_t pos = tn ? jp_index_position(src, tn) : SIZE_MAX;
     if (pos == SIZE_MAX) {
@@ -167,16 +166,16 @@ static jp_code read_ref(json_t *o, const jp_index *src, const char *name, uint32
                    tn ? tn : "(none given)");
         return JP_NOT_FOUND;
     }
-    *source = (uint32_t)pos;
-    *axis = -1;
+    ref->source = (uint32_t)pos;
+    ref->axis = -1;
     json_t *sl = json_object_get(o, "slice");
     if (sl) {
         int64_t s[JP_MAX_DIMS];
         int sn;
         if (!read_ints(sl, s, &sn, 0, INT64_MAX) || sn != 3) return bad(err, name, "\"slice\" must be [axis, start, length]");
-        *axis = (int32_t)(s[0] < JP_MAX_DIMS ? s[0] : JP_MAX_DIMS);
-        *start = s[1];
-        *len = s[2];
+        ref->axis = (int32_t)(s[0] < JP_MAX_DIMS ? s[0] : JP_MAX_DIMS);
+        ref->start = s[1];
+        ref->len = s[2];
     }
     return JP_OK;
 }
@@ -216,15 +215,13 @@ static jp_code read_leaf(jp_plan *p, json_t *o, const jp_index *src, const jp_le
         json_t *po = json_array_get(from, k);
         jp_plan_part *part = &l->parts[k];
         memset(part, 0, sizeof *part);
-        jp_code rc = read_ref(po, src, name, &part->source, &part->slice_axis, &part->slice_start,
-                              &part->slice_len, err);
+        jp_code rc = read_ref(po, src, name, &part->from, err);
         if (rc) return rc;
         json_t *plus = json_object_get(po, "plus");
         if (plus) {
             if (!json_is_object(plus)) return bad(err, name, "\"plus\" must be {\"tensor\": ..., \"slice\": ...}");
             part->has_plus = true;
-            rc = read_ref(plus, src, name, &part->plus_source, &part->plus_axis, &part->plus_start,
-                          &part->plus_len, err);
+            rc = read_ref(plus, src, name, &part->plus, err);
             if (rc) return rc;
         }
         int sn;
@@ -328,16 +325,17 @@ jp_code jp_plan_from_json(jp_plan **out, const char *text, size_t len, const jp_
 static bool mul_ok(uint64_t *acc, int64_t v) { return v >= 0 && !jp_mul_overflow(*acc, (uint64_t)v, acc); }
 
 /* A tensor or slice a part names: in range, its shape (sh) and element count. */
-static jp_code check_ref(const jp_index *src, const char *name, uint32_t source, int32_t axis,
-                         int64_t start, int64_t len, int64_t *sh, uint64_t *numel, jp_err *err) {
-    if (source >= jp_index_count(src)) return bad(err, name, "part names no source tensor");
-    const jp_tensor *t = jp_index_at(src, source);
+static jp_code check_ref(const jp_index *src, const char *name, const jp_plan_ref *ref, int64_t *sh,
+                         uint64_t *numel, jp_err *err) {
+    if (ref->source >= jp_index_count(src)) return bad(err, name, "part names no source tensor");
+    const jp_tensor *t = jp_index_at(src, ref->source);
+    int32_t a = ref->axis;
     memcpy(sh, t->shape, sizeof(int64_t) * JP_MAX_DIMS);
-    if (axis >= 0) {
-        if (axis >= t->ndim || start < 0 || len < 0 || start > t->shape[axis] ||
-            len > t->shape[axis] - start)
+    if (a >= 0) {
+        if (a >= t->ndim || ref->start < 0 || ref->len < 0 || ref->start > t->shape[a] ||
+            ref->len > t->shape[a] - ref->start)
             return bad(err, name, "a slice outside its source tensor");
-        sh[axis] = len;
+        sh[a] = ref->len;
     }
     *numel = 1;
     for (int d = 0; d < t->ndim; d++) mul_ok(numel, sh[d]);
@@ -359,19 +357,17 @@ jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err) {
             jp_plan_part *part = &l->parts[k];
             int64_t sh[JP_MAX_DIMS];
             uint64_t sn, pn = 1;
-            jp_code rc = check_ref(src, name, part->source, part->slice_axis, part->slice_start,
-                                   part->slice_len, sh, &sn, err);
+            jp_code rc = check_ref(src, name, &part->from, sh, &sn, err);
             if (rc) return rc;
-            const jp_tensor *t = jp_index_at(src, part->source);
+            const jp_tensor *t = jp_index_at(src, part->from.source);
             if (part->has_plus) {
                 int64_t psh[JP_MAX_DIMS];
                 uint64_t psn;
-                if ((rc = check_ref(src, name, part->plus_source, part->plus_axis, part->plus_start,
-                                    part->plus_len, psh, &psn, err)))
+                if ((rc = check_ref(src, name, &part->plus, psh, &psn, err)))
                     return rc;
                 if (psn != sn) return bad(err, name, "a part's \"plus\" holds another number of elements");
                 if (!jp_dtype_is_castable_float(t->dtype) ||
-                    !jp_dtype_is_castable_float(jp_index_at(src, part->plus_source)->dtype))
+                    !jp_dtype_is_castable_float(jp_index_at(src, part->plus.source)->dtype))
                     return bad(err, name, "\"plus\" adds tensors that are not both float16, bfloat16, float32 or float64");
             }
             if (part->ndim < 0) {

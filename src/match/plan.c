@@ -28,8 +28,8 @@ static jp_code identity(jp_plan **out, size_t n, const jp_tensor *(*at)(const vo
         const jp_tensor *t = at(ctx, i);
         jp_plan_leaf *l = &p->leaves[i];
         jp_plan_part *part = &parts[i];
-        part->source = (uint32_t)i;
-        part->slice_axis = -1;
+        part->from.source = (uint32_t)i;
+        part->from.axis = -1;
         part->ndim = t->ndim;
         memcpy(part->shape, t->shape, sizeof part->shape);
         l->name = t->name;
@@ -112,15 +112,14 @@ static bool first_gap(const taken *run, size_t n, int64_t dim, int64_t *lo, int6
 }
 
 /* Notes that a part takes source (whole, or a slice along axis). */
-static void take(uint8_t *used, taken *slices, size_t *nslices, size_t n, uint32_t source,
-                 int32_t axis, int64_t start, int64_t len) {
-    if (source >= n) return;
-    if (axis < 0) {
-        used[source] = 1;
+static void take(uint8_t *used, taken *slices, size_t *nslices, size_t n, const jp_plan_ref *ref) {
+    if (ref->source >= n) return;
+    if (ref->axis < 0) {
+        used[ref->source] = 1;
         return;
     }
-    if (!used[source]) used[source] = 2;
-    slices[(*nslices)++] = (taken){source, axis, start, start + len};
+    if (!used[ref->source]) used[ref->source] = 2;
+    slices[(*nslices)++] = (taken){ref->source, ref->axis, ref->start, ref->start + ref->len};
 }
 
 jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
@@ -144,11 +143,8 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
     for (size_t i = 0; i < p->n; i++)
         for (uint32_t q = 0; q < p->leaves[i].nparts; q++) {
             const jp_plan_part *part = &p->leaves[i].parts[q];
-            take(used, slices, &nslices, n, part->source, part->slice_axis, part->slice_start,
-                 part->slice_len);
-            if (part->has_plus)
-                take(used, slices, &nslices, n, part->plus_source, part->plus_axis, part->plus_start,
-                     part->plus_len);
+            take(used, slices, &nslices, n, &part->from);
+            if (part->has_plus) take(used, slices, &nslices, n, &part->plus);
         }
     qsort(slices, nslices, sizeof *slices, taken_order);
     /* A source taken only in slices that leave part of it out is listed,

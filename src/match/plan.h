@@ -25,16 +25,19 @@
 
 #include "../common/common.h"
 
-typedef struct jp_plan_part {
+/* A source tensor, or a slice of one. */
+typedef struct jp_plan_ref {
     uint32_t source;              /* tensor index in the source jp_index */
-    int32_t slice_axis;           /* -1: the whole tensor */
-    int64_t slice_start, slice_len;
+    int32_t axis;                 /* the slice's axis; -1: the whole tensor */
+    int64_t start, len;
+} jp_plan_ref;
+
+typedef struct jp_plan_part {
+    jp_plan_ref from;
+    bool has_plus;                /* add plus (the same element count, row-major) */
+    jp_plan_ref plus;
     int32_t ndim;                 /* the part's shape after the slice and reshape */
     int64_t shape[JP_MAX_DIMS];
-    bool has_plus;                /* add plus_source's slice (same element count, row-major) */
-    uint32_t plus_source;
-    int32_t plus_axis;            /* -1: the whole tensor */
-    int64_t plus_start, plus_len;
 } jp_plan_part;
 
 enum {

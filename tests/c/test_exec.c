@@ -62,10 +62,10 @@ static jp_plan_leaf *leaf(jp_plan *p, size_t i, const char *name, jp_dtype dt, i
 static void part(jp_plan_leaf *l, uint32_t k, uint32_t source, int32_t slice_axis, int64_t start,
                  int64_t len, int ndim, const int64_t *shape) {
     jp_plan_part *q = &l->parts[k];
-    q->source = source;
-    q->slice_axis = slice_axis;
-    q->slice_start = start;
-    q->slice_len = len;
+    q->from.source = source;
+    q->from.axis = slice_axis;
+    q->from.start = start;
+    q->from.len = len;
     q->ndim = ndim;
     memcpy(q->shape, shape, (size_t)ndim * sizeof *shape);
 }
@@ -300,20 +300,20 @@ static void test_plus(void) {
     jp_plan_leaf *l = leaf(p, 0, "whole", JP_F32, 1, s6, 1);
     part(l, 0, 0, -1, 0, 0, 1, s6);
     l->parts[0].has_plus = true;
-    l->parts[0].plus_source = 1;
-    l->parts[0].plus_axis = -1;
+    l->parts[0].plus.source = 1;
+    l->parts[0].plus.axis = -1;
     l = leaf(p, 1, "tail", JP_F32, 1, s3, 1);
     part(l, 0, 0, 0, 3, 3, 1, s3);
     l->parts[0].has_plus = true;
-    l->parts[0].plus_source = 1;
-    l->parts[0].plus_axis = 0;
-    l->parts[0].plus_start = 0; /* another slice than the part's own */
-    l->parts[0].plus_len = 3;
+    l->parts[0].plus.source = 1;
+    l->parts[0].plus.axis = 0;
+    l->parts[0].plus.start = 0; /* another slice than the part's own */
+    l->parts[0].plus.len = 3;
     l = leaf(p, 2, "bf16", JP_BF16, 1, s6, 1);
     part(l, 0, 2, -1, 0, 0, 1, s6);
     l->parts[0].has_plus = true;
-    l->parts[0].plus_source = 3;
-    l->parts[0].plus_axis = -1;
+    l->parts[0].plus.source = 3;
+    l->parts[0].plus.axis = -1;
     jp_err err;
     CHECK_EQ_U64(run_plan(p, src, 5, "plus.msgpack", NULL, &err), JP_OK);
     float whole[6], tail[3];
@@ -339,14 +339,14 @@ static void test_plus(void) {
     l = leaf(q, 0, "bad", JP_F32, 1, s6, 1);
     part(l, 0, 0, -1, 0, 0, 1, s6);
     l->parts[0].has_plus = true;
-    l->parts[0].plus_source = 4;
-    l->parts[0].plus_axis = -1;
+    l->parts[0].plus.source = 4;
+    l->parts[0].plus.axis = -1;
     CHECK_EQ_U64(run_plan(q, src, 5, "plus_bad.msgpack", NULL, &err), JP_DTYPE);
     CHECK(strstr(err.msg, "bad") && strstr(err.msg, "only floats add"));
-    l->parts[0].plus_source = 1;
-    l->parts[0].plus_axis = 0;
-    l->parts[0].plus_start = 1;
-    l->parts[0].plus_len = 5;
+    l->parts[0].plus.source = 1;
+    l->parts[0].plus.axis = 0;
+    l->parts[0].plus.start = 1;
+    l->parts[0].plus.len = 5;
     CHECK_EQ_U64(run_plan(q, src, 5, "plus_bad.msgpack", NULL, &err), JP_SHAPE);
     CHECK(strstr(err.msg, "addend holds 5 elements, the part 6"));
     jp_plan_free(q);

@@ -76,14 +76,14 @@ static void test_match_and_json(void) {
     jp_plan *p;
     CHECK(jp_match(&p, ix, leaves, 5, NULL, &err) == JP_OK);
     CHECK(jp_plan_check(p, ix, false, &err) == JP_OK);
-    CHECK(p->leaves[1].dtype == JP_BF16 && p->leaves[1].parts[0].source == 0 && p->leaves[1].perm[0] == 1);
-    CHECK(p->leaves[4].parts[0].slice_axis == 0 && p->leaves[4].parts[0].slice_start == 4);
+    CHECK(p->leaves[1].dtype == JP_BF16 && p->leaves[1].parts[0].from.source == 0 && p->leaves[1].perm[0] == 1);
+    CHECK(p->leaves[4].parts[0].from.axis == 0 && p->leaves[4].parts[0].from.start == 4);
     CHECK(p->nunused == 0);
     char *text = NULL;
     CHECK(jp_plan_to_json(p, ix, leaves, 5, JP_LIB_FLAX, &text, &err) == JP_OK);
     jp_plan *q = NULL;
     CHECK(text && jp_plan_from_json(&q, text, strlen(text), ix, leaves, 5, &err) == JP_OK);
-    CHECK(q && q->leaves[4].parts[0].slice_start == 4 && q->leaves[1].perm[0] == 1);
+    CHECK(q && q->leaves[4].parts[0].from.start == 4 && q->leaves[1].perm[0] == 1);
     leaves[0].shape[0] = 5; /* another target: the file is stale */
     jp_plan *r = NULL;
     CHECK(jp_plan_from_json(&r, text, strlen(text), ix, leaves, 5, &err) == JP_STALE && !r);
