@@ -22,6 +22,7 @@ typedef struct sleaf {            /* a source tensor, or a slice of one */
     uint64_t numel;
     bool has_plus;                /* plus the same slice of another tensor (summed biases) */
     uint32_t plus_tensor;
+    int64_t then;                 /* the sleaf joined after this one along axis 0, or -1 */
 } sleaf;
 
 typedef struct tleaf {
@@ -210,6 +211,7 @@ static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role
     l->slice_axis = -1;
     l->numel = t->numel;
     l->has_plus = false;
+    l->then = -1;
     return (int64_t)m->sl.len - 1;
 }
 
@@ -224,14 +226,14 @@ static int64_t virtual_module(matcher *m, int64_t parent, const char *path, uint
     return vi;
 }
 
-/* Adds to virtual module vi a leaf made of source leaf `from`: rows [start,
- * start + len) of it (len < 0: all of it), plus the same rows of source
- * leaf `plus` when plus >= 0. */
-static jp_code virtual_leaf(matcher *m, int64_t vi, int64_t from, int64_t plus, jp_role role,
-                            char *key, int64_t start, int64_t len) {
+/* A leaf made of source leaf `from`: rows [start, start + len) of it (len <
+ * 0: all of it), plus the same rows of source leaf `plus` when plus >= 0.
+ * Its index, or -1 when out of memory. */
+static int64_t slice_leaf(matcher *m, int64_t from, int64_t plus, jp_role role, char *key, int64_t start,
+                          int64_t len) {
     sleaf base = *SL(m, from);
     int64_t li = push_sleaf(m, base.tensor, base.name, role, key);
-    if (li < 0) return oom(m);
+    if (li < 0) return -1;
     sleaf *l = SL(m, li);
     if (len >= 0) {
         l->slice_axis = 0;
@@ -244,7 +246,28 @@ static jp_code virtual_leaf(matcher *m, int64_t vi, int64_t from, int64_t plus, 
         l->has_plus = true;
         l->plus_tensor = SL(m, plus)->tensor;
     }
+    return li;
+}
+
+/* Joins leaf `next` after leaf li (and any joined to it) along axis 0. */
+static void join_leaf(matcher *m, int64_t li, int64_t next) {
+    sleaf *l = SL(m, li);
+    while (l->then >= 0) l = SL(m, l->then);
+    l->then = next;
+    SL(m, li)->shape[0] += SL(m, next)->shape[0];
+    SL(m, li)->numel += SL(m, next)->numel;
+}
+
+/* Adds leaf li to virtual module vi. */
+static jp_code add_leaf(matcher *m, int64_t vi, int64_t li) {
+    if (li < 0) return oom(m);
     return module_add_leaf(m, MOD(&m->src, vi), (uint32_t)li) ? JP_OK : oom(m);
+}
+
+/* Adds to virtual module vi the leaf slice_leaf makes. */
+static jp_code virtual_leaf(matcher *m, int64_t vi, int64_t from, int64_t plus, jp_role role,
+                            char *key, int64_t start, int64_t len) {
+    return add_leaf(m, vi, slice_leaf(m, from, plus, role, key, start, len));
 }
 
 /* A fused q/k/v projection: torch's MultiheadAttention keeps in_proj_weight
@@ -300,8 +323,8 @@ typedef struct rnn_layer {
  *     GRU: ir, iz summed, in and hn their own; SimpleCell: i);
  *   NNX's OptimizedLSTMCell and SimpleCell, dense_i and dense_h, every gate
  *     in one kernel;
- *   Equinox's LSTMCell, weight_ih, weight_hh and one bias (LSTM only:
- *     Equinox's GRU bias would join summed and plain rows).
+ *   Equinox's LSTMCell and GRUCell, weight_ih, weight_hh and one bias
+ *     (the GRU's joins summed rows r, z to b_in; b_hn is its bias_n).
  * They go under the layer's path ("lstm.l0", "lstm.l1_reverse", or the
  * cell's own), in order after the layer's first tensor. */
 static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
@@ -343,8 +366,8 @@ static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
     }
     /* every gate in one kernel (NNX), or one cell (Equinox) */
     static const char *const fused[3] = {"dense_i", "dense_h", "cell"};
-    for (int f = 0; f < 3 && !rc && g != 3; f++) {
-        if (f == 2 && g != 4) break;
+    for (int f = g == 3 ? 2 : 0; f < 3 && !rc; f++) {
+        if (f == 2 && g == 1) break;
         int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%s%s", base, *base ? "." : "", fused[f]),
                                     order++);
         if (vi == -1) return oom(m);
@@ -353,9 +376,18 @@ static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
             rc = virtual_leaf(m, vi, f ? ly->w_hh : ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", 0, -1);
         else if (!(rc = virtual_leaf(m, vi, ly->w_ih, -1, JP_ROLE_OTHER, "weightih", 0, -1)))
             rc = virtual_leaf(m, vi, ly->w_hh, -1, JP_ROLE_OTHER, "weighthh", 0, -1);
-        /* the summed bias: LSTM's on dense_h and the cell, RNN's on dense_i */
-        if (!rc && both && (g == 4 ? f != 0 : f == 0))
+        /* the summed bias: LSTM's on dense_h and the cell, RNN's on dense_i;
+         * Equinox's GRU cell sums r and z, keeps b_in and holds b_hn apart */
+        if (!rc && both && g == 3) {
+            int64_t li = slice_leaf(m, bi, bh, JP_ROLE_BIAS, "bias", 0, 2 * h),
+                    in = slice_leaf(m, bi, -1, JP_ROLE_BIAS, "bias", 2 * h, h);
+            if (li < 0 || in < 0) return oom(m);
+            join_leaf(m, li, in);
+            if (!(rc = add_leaf(m, vi, li)))
+                rc = virtual_leaf(m, vi, bh, -1, JP_ROLE_OTHER, "biasn", 2 * h, h);
+        } else if (!rc && both && (g == 4 ? f != 0 : f == 0)) {
             rc = virtual_leaf(m, vi, bi, bh, JP_ROLE_BIAS, "bias", 0, -1);
+        }
     }
     return rc;
 }
@@ -1026,22 +1058,34 @@ static void leaf_from_spec(const matcher *m, jp_plan_leaf *pl, const jp_leaf_spe
     for (int d = 0; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
 }
 
-static jp_code set_part(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_xform *x) {
-    jp_plan_part *part = jp_arena_alloc(m->arena, sizeof *part);
-    if (!part) return oom(m);
-    memset(part, 0, sizeof *part);
-    part->from = (jp_plan_ref){sl->tensor, sl->slice_axis, sl->slice_start, sl->slice_len};
-    part->has_plus = sl->has_plus;
-    part->plus = part->from; /* the same slice of another tensor */
-    part->plus.source = sl->plus_tensor;
-    part->ndim = x->ndim;
-    memcpy(part->shape, x->shape, sizeof part->shape);
-    pl->parts = part;
-    pl->nparts = 1;
+/* The leaf's parts: sl and the leaves joined after it along axis 0. */
+static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_xform *x) {
+    uint32_t n = 1;
+    for (const sleaf *q = sl; q->then >= 0; q = SL(m, q->then)) n++;
+    jp_plan_part *parts = jp_arena_alloc_array(m->arena, n, sizeof *parts);
+    if (!parts) return oom(m);
+    memset(parts, 0, n * sizeof *parts);
+    bool summed = false;
+    const sleaf *q = sl;
+    for (uint32_t k = 0; k < n; k++) {
+        jp_plan_part *part = &parts[k];
+        part->from = (jp_plan_ref){q->tensor, q->slice_axis, q->slice_start, q->slice_len};
+        part->has_plus = q->has_plus;
+        part->plus = part->from; /* the same slice of another tensor */
+        part->plus.source = q->plus_tensor;
+        part->ndim = x->ndim;
+        memcpy(part->shape, x->shape, sizeof part->shape);
+        if (n > 1) part->shape[0] = q->slice_len; /* joined leaves are slices along axis 0 */
+        summed = summed || q->has_plus;
+        if (q->then >= 0) q = SL(m, q->then);
+    }
+    pl->parts = parts;
+    pl->nparts = n;
+    pl->cat_axis = 0;
     memcpy(pl->perm, x->perm, sizeof pl->perm);
     for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
     pl->flip = x->flip;
-    pl->rule = sl->has_plus ? "the two biases summed (b_ih + b_hh)" : x->rule;
+    pl->rule = summed ? "the two biases summed (b_ih + b_hh)" : x->rule;
     if (sl->slice_axis < 0) m->used[sl->tensor]++; /* q, k and v slicing one tensor are not tied */
     return JP_OK;
 }
@@ -1104,7 +1148,7 @@ static jp_code emit(matcher *m, jp_plan *p) {
                 pl->rule = "no source";
                 continue;
             }
-            jp_code rc = set_part(m, pl, SL(m, li), &x);
+            jp_code rc = set_parts(m, pl, SL(m, li), &x);
             if (rc) return rc;
         }
     }
@@ -1136,7 +1180,7 @@ static jp_code emit_ordered(matcher *m, jp_plan *p) {
             pl->rule = jp_arena_printf(m->arena, "ordered: the next source, %s %s, cannot become %s", sl->name, a, b);
             continue;
         }
-        jp_code rc = set_part(m, pl, sl, &x);
+        jp_code rc = set_parts(m, pl, sl, &x);
         if (rc) return rc;
         si++;
     }

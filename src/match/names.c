@@ -124,6 +124,25 @@ static bool token_eq(const char *a, size_t al, const char *b, size_t bl) {
     return true;
 }
 
+/* Words that name the same thing in both frameworks: torch's reversed
+ * recurrent layers (lstm.weight_ih_l0_reverse) are Flax's backward_rnn. */
+static const char *const synonyms[][4] = {
+    {"reverse", "backward", "bwd", NULL},
+};
+
+static bool same_word(const char *a, size_t al, const char *b, size_t bl) {
+    if (token_eq(a, al, b, bl)) return true;
+    for (size_t g = 0; g < sizeof synonyms / sizeof synonyms[0]; g++) {
+        bool in_a = false, in_b = false;
+        for (const char *const *w = synonyms[g]; *w; w++) {
+            in_a = in_a || token_eq(a, al, *w, strlen(*w));
+            in_b = in_b || token_eq(b, bl, *w, strlen(*w));
+        }
+        if (in_a && in_b) return true;
+    }
+    return false;
+}
+
 /* Tokens of a (not yet matched) that spell the initials of consecutive
  * unmatched word tokens of b; counts the tokens covered on both sides. */
 static int initials(const tokens *a, bool *used_a, const tokens *b, bool *used_b) {
@@ -154,7 +173,7 @@ int jp_name_similarity(const char *a, const char *b) {
     int common = 0;
     for (int i = 0; i < ta.n; i++)
         for (int j = 0; j < tb.n; j++)
-            if (!used_b[j] && token_eq(ta.s[i], ta.len[i], tb.s[j], tb.len[j])) {
+            if (!used_b[j] && same_word(ta.s[i], ta.len[i], tb.s[j], tb.len[j])) {
                 used_a[i] = used_b[j] = true;
                 common += 2;
                 break;

@@ -21,6 +21,11 @@ static void test_names(void) {
     CHECK(jp_name_similarity("gn", "GroupNorm_0") > jp_name_similarity("gn", "LayerNorm_0"));
     CHECK(jp_name_similarity("encoder.fc1", "encoder/fc1") == 1000);
     CHECK(jp_name_similarity("a", "b") == 0);
+    /* torch's reversed recurrent layer is Flax's backward one */
+    CHECK(jp_name_similarity("l0_reverse.hf", "layers_0.backward_rnn.cell.hf") >
+          jp_name_similarity("l0.hf", "layers_0.backward_rnn.cell.hf"));
+    CHECK(jp_name_similarity("lstm.l1_reverse", "lstm.l1.bwd") == 1000);
+    CHECK(jp_name_similarity("reverse", "forward") == 0);
     jp_spelling sp;
     CHECK(jp_role_of("kernel", 6, &sp) == JP_ROLE_WEIGHT && sp == JP_SPELL_KERNEL);
     CHECK(jp_role_of("running_var", 11, &sp) == JP_ROLE_VAR);
@@ -120,9 +125,72 @@ static void test_match_and_json(void) {
     jp_index_close(ix);
 }
 
+/* flax.serialization.to_bytes({"gru": {"weight_ih": f32[6, 2] (0..11),
+ * "weight_hh": f32[6, 2] (12..23), "bias_ih": f32[6] (24..29),
+ * "bias_hh": f32[6] (30..35)}}): a torch GRUCell's state dict, H = 2. */
+static const uint8_t gru_source[] = {
+    129, 163, 103, 114, 117, 132, 169, 119, 101, 105, 103, 104, 116, 95, 105, 104, 199, 62, 1, 147,
+    146, 6, 2, 167, 102, 108, 111, 97, 116, 51, 50, 196, 48, 0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64,
+    0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64, 0, 0, 192, 64, 0, 0, 224, 64, 0, 0, 0, 65, 0, 0, 16,
+    65, 0, 0, 32, 65, 0, 0, 48, 65, 169, 119, 101, 105, 103, 104, 116, 95, 104, 104, 199, 62, 1,
+    147, 146, 6, 2, 167, 102, 108, 111, 97, 116, 51, 50, 196, 48, 0, 0, 64, 65, 0, 0, 80, 65, 0, 0,
+    96, 65, 0, 0, 112, 65, 0, 0, 128, 65, 0, 0, 136, 65, 0, 0, 144, 65, 0, 0, 152, 65, 0, 0, 160,
+    65, 0, 0, 168, 65, 0, 0, 176, 65, 0, 0, 184, 65, 167, 98, 105, 97, 115, 95, 105, 104, 199, 37,
+    1, 147, 145, 6, 167, 102, 108, 111, 97, 116, 51, 50, 196, 24, 0, 0, 192, 65, 0, 0, 200, 65, 0,
+    0, 208, 65, 0, 0, 216, 65, 0, 0, 224, 65, 0, 0, 232, 65, 167, 98, 105, 97, 115, 95, 104, 104,
+    199, 37, 1, 147, 145, 6, 167, 102, 108, 111, 97, 116, 51, 50, 196, 24, 0, 0, 240, 65, 0, 0, 248,
+    65, 0, 0, 0, 66, 0, 0, 4, 66, 0, 0, 8, 66, 0, 0, 12, 66};
+
+static const char *part_tensor(const jp_index *ix, const jp_plan_ref *r) {
+    return jp_index_at(ix, r->source)->name;
+}
+
+/* Equinox's GRUCell bias: rows r and z summed, then b_in, as two parts of
+ * one leaf; b_hn its bias_n. */
+static void test_equinox_gru(void) {
+    jp_index *ix;
+    jp_err err;
+    CHECK(jp_index_open_memory(&ix, gru_source, sizeof gru_source, "gru.msgpack", NULL, &err) == JP_OK);
+    jp_leaf_spec leaves[] = {
+        {"cell/weight_ih", JP_F32, 2, {6, 2}, "GRUCell"},
+        {"cell/weight_hh", JP_F32, 2, {6, 2}, "GRUCell"},
+        {"cell/bias", JP_F32, 1, {6}, "GRUCell"},
+        {"cell/bias_n", JP_F32, 1, {2}, "GRUCell"},
+    };
+    jp_match_opts o = {.lib = JP_LIB_EQUINOX};
+    jp_plan *p = NULL;
+    CHECK(jp_match(&p, ix, leaves, 4, &o, &err) == JP_OK);
+    CHECK(p && jp_plan_check(p, ix, false, &err) == JP_OK);
+    if (!p) return;
+    const jp_plan_leaf *b = &p->leaves[2], *bn = &p->leaves[3];
+    CHECK(b->nparts == 2 && b->cat_axis == 0);
+    if (b->nparts == 2) {
+        const jp_plan_part *s0 = &b->parts[0], *s1 = &b->parts[1];
+        CHECK_STR(part_tensor(ix, &s0->from), "gru/bias_ih");
+        CHECK(s0->has_plus && s0->from.start == 0 && s0->from.len == 4 && s0->shape[0] == 4);
+        CHECK_STR(part_tensor(ix, &s0->plus), "gru/bias_hh");
+        CHECK(s0->plus.start == 0 && s0->plus.len == 4);
+        CHECK_STR(part_tensor(ix, &s1->from), "gru/bias_ih");
+        CHECK(!s1->has_plus && s1->from.start == 4 && s1->from.len == 2 && s1->shape[0] == 2);
+    }
+    CHECK(bn->nparts == 1 && !bn->parts[0].has_plus && bn->parts[0].from.start == 4);
+    CHECK_STR(part_tensor(ix, &bn->parts[0].from), "gru/bias_hh");
+    CHECK(p->nunused == 0);
+    char *text = NULL;
+    jp_plan *q = NULL;
+    CHECK(jp_plan_to_json(p, ix, leaves, 4, JP_LIB_EQUINOX, &text, &err) == JP_OK);
+    CHECK(text && jp_plan_from_json(&q, text, strlen(text), ix, leaves, 4, &err) == JP_OK);
+    CHECK(q && q->leaves[2].nparts == 2 && q->leaves[2].parts[0].has_plus && !q->leaves[2].parts[1].has_plus);
+    jp_plan_free(q);
+    free(text);
+    jp_plan_free(p);
+    jp_index_close(ix);
+}
+
 int main(void) {
     test_names();
     test_layouts();
     test_match_and_json();
+    test_equinox_gru();
     return check_done("match");
 }

@@ -1,7 +1,7 @@
 """Recurrent layers: torch's nn.LSTM, nn.GRU and nn.RNN keep each side's
 gates fused in one weight and two biases; Flax (linen and NNX) cells keep a
-Dense per gate, or a fused one, with the biases summed, and Equinox's
-LSTMCell one bias. Each case converts with no hints and runs both models on
+Dense per gate, or a fused one, with the biases summed, and Equinox's cells
+one bias (the GRU's two parts, summed and plain, and bias_n beside it). Each case converts with no hints and runs both models on
 the same sequence."""
 
 import json
@@ -21,9 +21,9 @@ def sequence():
     return np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
 
 
-def torch_rnn(kind, layers=1):
+def torch_rnn(kind, layers=1, bidirectional=False):
     torch.manual_seed({"LSTM": 1, "GRU": 2, "RNN": 3}[kind])
-    m = getattr(torch.nn, kind)(I, H, num_layers=layers, batch_first=True)
+    m = getattr(torch.nn, kind)(I, H, num_layers=layers, batch_first=True, bidirectional=bidirectional)
     with torch.no_grad():  # biases far from zero, so that a lost or unsummed one shows
         for name, p in m.named_parameters():
             if name.startswith("bias"):
@@ -67,6 +67,49 @@ def test_linen_cells_from_a_two_layer_checkpoint(kind, tmp_path):
     got = dict(zip(*trees.flatten(params)))
     assert all(np.array_equal(np.asarray(got[k]), v) for k, v in apply_plan(plan.data, plan.index).items())
     np.testing.assert_allclose(np.asarray(flax_model.apply(params, x)), torch_out(m, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_linen_bidirectional_layers_by_name(kind):
+    # Flax sorts backward_rnn before forward_rnn, where torch has _l0 then
+    # _l0_reverse: the names decide, reverse being backward.
+    import flax.linen as nn
+    import jax
+    m, x = torch_rnn(kind, layers=2, bidirectional=True), sequence()
+    cell = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell}[kind]
+
+    class Stack(nn.Module):
+        def setup(self):
+            self.layers = [nn.Bidirectional(nn.RNN(cell(H)), nn.RNN(cell(H))) for _ in range(2)]
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+    flax_model = Stack()
+    params, plan = jaxport.convert(m.state_dict(), flax_model.init(jax.random.key(0), x), return_plan=True)
+    assert plan.ok and not plan.unused
+    backward = [l["from"][0]["tensor"] for l in plan.leaves if "backward_rnn" in l["leaf"]]
+    assert backward and all(t.endswith("_reverse") for t in backward)
+    np.testing.assert_allclose(np.asarray(flax_model.apply(params, x)), torch_out(m, x), atol=1e-5)
+
+
+def test_nnx_bidirectional_lstm():
+    from flax import nnx
+    m, x = torch_rnn("LSTM", layers=2, bidirectional=True), sequence()
+
+    class Stack(nnx.Module):
+        def __init__(self):
+            self.layers = nnx.List([nnx.Bidirectional(nnx.RNN(nnx.LSTMCell(i, H, rngs=nnx.Rngs(0))),
+                                                      nnx.RNN(nnx.LSTMCell(i, H, rngs=nnx.Rngs(1))))
+                                    for i in (I, 2 * H)])
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+    model = jaxport.convert(m, Stack())
+    np.testing.assert_allclose(np.asarray(model(x)), torch_out(m, x), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind,cell", [("LSTM", "LSTMCell"), ("LSTM", "OptimizedLSTMCell"),
@@ -115,6 +158,39 @@ def test_equinox_lstm_cell_from_torchs_cell():
                 h, c = m(torch.from_numpy(x[b, t]), (h, c))
             want.append(h.numpy())
     np.testing.assert_allclose(np.asarray(jax.vmap(model)(x)).reshape(B * T, H), np.stack(want), atol=1e-5)
+
+
+def test_equinox_gru_cell_from_a_gru_layer(tmp_path):
+    # Equinox's GRUCell bias is b_ir + b_hr, b_iz + b_hz, then b_in as it
+    # is: one leaf of two parts; b_hn is its bias_n.
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    m, x = torch_rnn("GRU"), sequence()
+    path = tmp_path / "gru.pt"
+    torch.save(m.state_dict(), path)
+
+    class Model(eqx.Module):
+        cell: eqx.nn.GRUCell
+
+        def __call__(self, xs):
+            def step(h, xt):
+                h = self.cell(xt, h)
+                return h, h
+            return jax.lax.scan(step, jnp.zeros(H), xs)[1]
+
+    like = Model(eqx.nn.GRUCell(I, H, key=jax.random.key(0)))
+    f = tmp_path / "plan.json"
+    jaxport.match(path, like).save(f)
+    model, plan = jaxport.convert(path, like, mapping=f, return_plan=True)
+    assert plan.ok and not plan.unused
+    bias = next(l for l in plan.leaves if l["leaf"].endswith("cell/bias"))
+    assert [p["tensor"] for p in bias["from"]] == ["bias_ih_l0", "bias_ih_l0"]
+    assert "plus" in bias["from"][0] and "plus" not in bias["from"][1]
+    from jaxport import trees
+    got = dict(zip(*trees.flatten(model)))
+    assert all(np.array_equal(np.asarray(got[k]), v) for k, v in apply_plan(plan.data, plan.index).items())
+    np.testing.assert_allclose(np.asarray(jax.vmap(model)(x)), torch_out(m, x), atol=1e-5)
 
 
 def test_summed_biases_in_a_mapping_file(tmp_path):
