@@ -63,6 +63,9 @@ def _rebuild(like, lib, arrays, keep_missing):
         if isinstance(like, nnx.Module):
             nnx.update(like, trees.unflatten(nnx_weights(like), device, keep_missing))
             return like
+        if isinstance(like, nnx.State):  # its random-number streams come back as they were
+            weights, streams = like.split(nnx.Not(nnx.RngState), ...)
+            return nnx.State.merge(trees.unflatten(weights, device, keep_missing), streams)
         return trees.unflatten(like, device, keep_missing)
     if lib == "haiku" and is_haiku_pair(like):
         params, state = like

@@ -49,11 +49,14 @@ def _object_library(like):
     return lib
 
 
-def nnx_weights(module):
-    """An NNX module's state less its random-number streams (the keys and
-    counts nnx.Rngs keeps, in Dropout or RNN): no checkpoint holds those."""
+def nnx_weights(like):
+    """An NNX module's state, or an nnx.State, less its random-number streams
+    (the keys and counts nnx.Rngs keeps, in Dropout or RNN): no checkpoint
+    holds those."""
     from flax import nnx
-    return nnx.state(module, nnx.Not(nnx.RngState))
+    if isinstance(like, nnx.State):
+        return like.filter(nnx.Not(nnx.RngState))
+    return nnx.state(like, nnx.Not(nnx.RngState))
 
 
 def target_leaves(like, to=None):
@@ -63,7 +66,7 @@ def target_leaves(like, to=None):
     root = like
     if lib == "nnx":
         from flax import nnx
-        if isinstance(like, nnx.Module):
+        if isinstance(like, nnx.Module | nnx.State):
             like = nnx_weights(like)
     state_leaves = []
     if lib == "equinox" and isinstance(like, tuple) and len(like) == 2:

@@ -74,6 +74,31 @@ def test_nnx_module_is_updated_in_place():
     jaxport.verify(tm, model, X, rtol=1e-4, atol=1e-5)
 
 
+def test_nnx_state_with_random_number_streams():
+    # an nnx.State, not a module: its Dropout's key and count are no weights,
+    # and come back as they were
+    from flax import nnx
+
+    class N(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 8, (3, 3), padding=1, rngs=rngs)
+            self.bn = nnx.BatchNorm(8, use_running_average=True, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, deterministic=True, rngs=rngs)
+            self.fc = nnx.Linear(8, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(self.drop(nnx.relu(self.bn(self.conv(x))).mean(axis=(1, 2))))
+
+    tm = trained()
+    graph, state = nnx.split(N(nnx.Rngs(0)))
+    key = state["drop"]["rngs"]["key"].value
+    out = jaxport.convert(tm, state)
+    assert isinstance(out, nnx.State)
+    assert jax.numpy.array_equal(jax.random.key_data(out["drop"]["rngs"]["key"].value),
+                                 jax.random.key_data(key))
+    jaxport.verify(tm, nnx.merge(graph, out), X, rtol=1e-4, atol=1e-5)
+
+
 class EqxNet(eqx.Module):
     conv: eqx.nn.Conv2d
     bn: eqx.nn.BatchNorm
