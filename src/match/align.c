@@ -1097,6 +1097,28 @@ static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
     if (n < cap) snprintf(out + n, cap - n, "%s)", ndim == 1 ? "," : "");
 }
 
+/* A module's leaves, "weight (10,), bias (10,)", as far as they fit. */
+static void leaves_str(matcher *m, const module *md, char *out, size_t cap) {
+    char *p = out;
+    *out = '\0';
+    for (uint32_t k = 0; k < md->nleaves && p < out + cap - 40; k++) {
+        const char *name;
+        int ndim;
+        const int64_t *shape;
+        if (md->source) {
+            const sleaf *l = SL(m, md->leaves[k]);
+            name = l->name, ndim = l->ndim, shape = l->shape;
+        } else {
+            const jp_leaf_spec *sp = &m->specs[TL(m, md->leaves[k])->spec];
+            name = sp->path, ndim = sp->ndim, shape = sp->shape;
+        }
+        size_t ls, ll = jp_name_leaf(name, &ls);
+        p += snprintf(p, (size_t)(out + cap - p), "%s%.*s ", k ? ", " : "", (int)ll, name + ls);
+        shape_str(p, (size_t)(out + cap - p), ndim, shape);
+        p += strlen(p);
+    }
+}
+
 /* Why a target module found no source: the closest source by name. */
 static const char *missing_why(matcher *m, const module *t) {
     /* Names are compared with modules of the same last name first; a few
@@ -1115,16 +1137,11 @@ static const char *missing_why(matcher *m, const module *t) {
         }
     }
     if (!bs) return "the source has no tensors";
-    char ss[160] = "", *p = ss;
-    for (uint32_t k = 0; k < bs->nleaves && p < ss + sizeof ss - 40; k++) {
-        const sleaf *l = SL(m, bs->leaves[k]);
-        size_t ls, ll = jp_name_leaf(l->name, &ls);
-        p += snprintf(p, (size_t)(ss + sizeof ss - p), "%s%.*s ", k ? ", " : "", (int)ll, l->name + ls);
-        shape_str(p, (size_t)(ss + sizeof ss - p), l->ndim, l->shape);
-        p += strlen(p);
-    }
-    return jp_arena_printf(m->arena, "no source module fits; the closest by name is %s [%s]%s", bs->path, ss,
-                           bs->pair >= 0 ? ", already taken" : "");
+    char ss[160], ts[160];
+    leaves_str(m, bs, ss, sizeof ss);
+    leaves_str(m, t, ts, sizeof ts);
+    return jp_arena_printf(m->arena, "no source module fits [%s]; the closest by name is %s [%s]%s", ts,
+                           *bs->path ? bs->path : "the top level", ss, bs->pair >= 0 ? ", already taken" : "");
 }
 
 static jp_code emit(matcher *m, jp_plan *p) {

@@ -30,6 +30,7 @@ static const struct {
     {"embeddings", JP_ROLE_WEIGHT, JP_SPELL_EMBEDDING},
     {"scale", JP_ROLE_WEIGHT, JP_SPELL_SCALE},
     {"gamma", JP_ROLE_WEIGHT, JP_SPELL_SCALE},
+    {"negative_slope", JP_ROLE_WEIGHT, JP_SPELL_PLAIN}, /* PReLU's weight in Flax and Equinox */
     {"bias", JP_ROLE_BIAS, JP_SPELL_PLAIN},
     {"b", JP_ROLE_BIAS, JP_SPELL_PLAIN},
     {"offset", JP_ROLE_BIAS, JP_SPELL_PLAIN},

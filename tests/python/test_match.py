@@ -316,6 +316,42 @@ def test_a_missing_layer_is_named_with_the_closest_source(tmp_path):
     assert not [u for u in plan.unused if u["harmless"]]
 
 
+def test_a_module_that_does_not_fit_is_shown_beside_the_closest_source():
+    # Equinox's RMSNorm has a bias by default; torch's has none. No zeros are
+    # made up: the problem shows both modules' leaves.
+    import equinox as eqx
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.RMSNorm(6))
+    like = eqx.nn.Sequential([eqx.nn.Linear(4, 6, key=jax.random.key(0)), eqx.nn.RMSNorm(6)])
+    problems = dict(jaxport.match(tm, like).problems)
+    assert problems["layers/1/weight"] == ("no source module fits [weight (6,), bias (6,)]; "
+                                           "the closest by name is 1 [weight (6,)]")
+
+
+@pytest.mark.parametrize("lib", ["linen", "nnx", "equinox"])
+def test_prelu_slope(lib):
+    # torch's PReLU weight (1,) is Flax's negative_slope () and Equinox's (1,)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.PReLU(init=0.1))
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    if lib == "linen":
+        class F(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.PReLU()(nn.Dense(6)(x))
+        params = jaxport.convert(tm, F().init(jax.random.key(0), x))
+        got = F().apply(params, x)
+    elif lib == "nnx":
+        from flax import nnx
+        model = jaxport.convert(tm, nnx.Sequential(nnx.Linear(4, 6, rngs=nnx.Rngs(0)), nnx.PReLU()))
+        got = model(x)
+    else:
+        import equinox as eqx
+        linear, prelu = jaxport.convert(tm, [eqx.nn.Linear(4, 6, key=jax.random.key(0)), eqx.nn.PReLU()])
+        got = jax.vmap(lambda v: prelu(linear(v)))(x)
+    with torch.no_grad():
+        want = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-6)
+
+
 # ---------------------------------------------------------------- mapping files
 
 def test_mapping_file_round_trip_edit_and_staleness(tmp_path):
