@@ -90,8 +90,8 @@ static bool transposed_by_name(const jp_layout_names *nm) {
            (nm->tkind && jp_name_has_word(nm->tkind, transpose_words));
 }
 
-static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, const jp_layout_names *nm,
-                         const jp_flatten_rule *fl, jp_xform *x) {
+static bool solve_kernel(jp_lib lib, int sn, const int64_t *s, int tn, const int64_t *t,
+                         const jp_layout_names *nm, const jp_flatten_rule *fl, jp_xform *x) {
     if (sn == 2 && tn == 2) {
         if (fl && fl->c > 0 && t[0] == s[1] && t[1] == s[0] && s[1] == fl->c * fl->h * fl->w) {
             int64_t v[4] = {s[0], fl->c, fl->h, fl->w};
@@ -114,6 +114,11 @@ static bool solve_kernel(int sn, const int64_t *s, int tn, const int64_t *t, con
         bool fits_conv = perm_fits(sn, s, conv, t);
         bool fits_convt = perm_fits(sn, s, convt, t);
         bool named_t = transposed_by_name(nm);
+        /* Haiku's ConvNDTranspose keeps (*k, O, I) and lax does not flip it */
+        if (lib == JP_LIB_HAIKU && named_t && fits_conv) {
+            xf_perm(x, sn, s, conv, true, "transposed conv kernel (I,O,*k) to (*k,O,I), spatially flipped");
+            return true;
+        }
         if (fits_convt && (!fits_conv || named_t)) {
             xf_perm(x, sn, s, convt, true, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
             return true;
@@ -166,7 +171,7 @@ bool jp_layout_solve(jp_lib lib, jp_role role, jp_spelling spelling, int sn, con
                      jp_xform *out) {
     bool kernel = spelling == JP_SPELL_KERNEL ||
                   (lib == JP_LIB_HAIKU && role == JP_ROLE_WEIGHT && spelling == JP_SPELL_PLAIN && tn >= 2);
-    if (kernel && lib != JP_LIB_EQUINOX) return solve_kernel(sn, s, tn, t, names, flatten, out);
+    if (kernel && lib != JP_LIB_EQUINOX) return solve_kernel(lib, sn, s, tn, t, names, flatten, out);
     if (lib == JP_LIB_EQUINOX && role == JP_ROLE_WEIGHT &&
         solve_equinox_weight(sn, s, tn, t, names, out))
         return true;

@@ -8,7 +8,9 @@
  *   ConvTranspose weight        (I, O, *k)       kernel (*k, I, O) and   weight (O, I, *k),
  *                                                spatially flipped, or   spatially flipped
  *                                                (*k, O, I) with
- *                                                transpose_kernel=True
+ *                                                transpose_kernel=True;
+ *                                                Haiku (*k, O, I),
+ *                                                spatially flipped
  *   Embedding weight            (V, E)           embedding (V, E)        weight (V, E)
  *   Norm weight                 (C,)             scale (C,)              weight (C,)
  *   attention q/k/v weight      (H*D, E)         kernel (E, H, D)        weight (H*D, E)

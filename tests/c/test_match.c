@@ -53,6 +53,12 @@ static void test_layouts(void) {
     CHECK(x.flip == 0xc);
     CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &nm, NULL, &x));
     CHECK(x.flip == 0);
+    /* Haiku's transposed conv: (I, O, *k) to (*k, O, I), flipped, square or not */
+    jp_layout_names hk = {"up.weight", "conv2_d_transpose/w", NULL};
+    CHECK(jp_layout_solve(JP_LIB_HAIKU, JP_ROLE_WEIGHT, JP_SPELL_PLAIN, 4, sq, 4, sq_t, &hk, NULL, &x));
+    CHECK(x.perm[2] == 1 && x.perm[3] == 0 && x.flip == 0xc);
+    CHECK(jp_layout_solve(JP_LIB_HAIKU, JP_ROLE_WEIGHT, JP_SPELL_PLAIN, 4, conv, 4, conv_t, &hk, NULL, &x));
+    CHECK(x.perm[0] == 2 && x.perm[2] == 1 && x.perm[3] == 0 && x.flip == 0xc);
     int64_t q[2] = {16, 32}, q_t[3] = {32, 4, 4}, o[2] = {32, 16}, o_t[3] = {4, 4, 32};
     CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 2, q, 3, q_t, &nm, NULL, &x));
     CHECK(x.ndim == 3 && x.shape[0] == 4 && x.shape[1] == 4 && x.shape[2] == 32 && x.perm[0] == 2);

@@ -179,6 +179,26 @@ def test_haiku_params_from_a_live_module():
     jaxport.verify(tm, lambda x: net.apply(params, x), X, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cin,cout", [(4, 6), (5, 5)])
+def test_haiku_transposed_conv(cin, cout):
+    # Haiku keeps (*k, O, I) and lax.conv_transpose does not flip it: the
+    # kernel is torch's permuted and flipped, also when I == O
+    import haiku as hk
+    torch.manual_seed(cin)
+    tm = torch.nn.Sequential(torch.nn.ConvTranspose2d(cin, cout, 3, stride=2),
+                             torch.nn.ConvTranspose2d(cout, cout, (2, 3)))
+    net = hk.without_apply_rng(hk.transform(
+        lambda x: hk.Conv2DTranspose(cout, (2, 3), padding="VALID")(
+            hk.Conv2DTranspose(cout, 3, stride=2, padding="VALID")(x))))
+    x = np.random.default_rng(0).standard_normal((2, cin, 5, 6)).astype(np.float32)
+    like = net.init(jax.random.key(0), x.transpose(0, 2, 3, 1))
+    params = jaxport.convert(tm, like)
+    with torch.no_grad():
+        want = tm(torch.from_numpy(x)).numpy()
+    got = np.asarray(net.apply(params, x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_haiku_params_and_batchnorm_state():
     import haiku as hk
 
