@@ -143,7 +143,8 @@ def eqx_state_leaves(model, state):
 def _owner_classes(root, names):
     """For each leaf name ("conv/kernel"), the class name of the object
     holding it (an Equinox or NNX layer), found by walking `root`: it tells a
-    ConvTranspose from a Conv where shapes cannot."""
+    ConvTranspose from a Conv where shapes cannot, and NNX's ConvTranspose
+    says "(transpose_kernel=True)" after its name when it is."""
     out = []
     for name in names:
         node = root
@@ -158,7 +159,10 @@ def _owner_classes(root, names):
             if node is None:
                 break
             inside_state |= type(node).__name__ == "StateIndex"
-        out.append("StateIndex" if inside_state else type(node).__name__ if node is not None else None)
+        kind = type(node).__name__ if node is not None else None
+        if getattr(node, "transpose_kernel", False) is True:  # NNX's ConvTranspose: the shape cannot tell
+            kind += "(transpose_kernel=True)"
+        out.append("StateIndex" if inside_state else kind)
     return out
 
 

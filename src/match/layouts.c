@@ -119,8 +119,14 @@ static bool solve_kernel(jp_lib lib, int sn, const int64_t *s, int tn, const int
             xf_perm(x, sn, s, conv, true, "transposed conv kernel (I,O,*k) to (*k,O,I), spatially flipped");
             return true;
         }
-        if (fits_convt && (!fits_conv || named_t)) {
-            xf_perm(x, sn, s, convt, true, "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
+        /* A square kernel fits both; the layer may say which (NNX's does) */
+        bool lax_flips = nm->tkind && strstr(nm->tkind, "transpose_kernel=True");
+        if (fits_convt && (!fits_conv || (named_t && !lax_flips))) {
+            xf_perm(x, sn, s, convt, true,
+                    fits_conv && !nm->tkind
+                        ? "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped; square, so "
+                          "transpose_kernel=False is assumed (Flax's default)"
+                        : "transposed conv kernel (I,O,*k) to (*k,I,O), spatially flipped");
             return true;
         }
         if (fits_conv) {

@@ -51,6 +51,12 @@ static void test_layouts(void) {
     jp_layout_names up = {"up", "up", "ConvTranspose"};
     CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &up, NULL, &x));
     CHECK(x.flip == 0xc);
+    jp_layout_names lax_flips = {"up", "up", "ConvTranspose(transpose_kernel=True)"};
+    jp_layout_names linen = {"up", "ConvTranspose_0", NULL};
+    CHECK(jp_layout_solve(JP_LIB_NNX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &lax_flips, NULL, &x));
+    CHECK(x.flip == 0 && x.perm[2] == 1);
+    CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &linen, NULL, &x));
+    CHECK(x.flip == 0xc && strstr(x.rule, "transpose_kernel=False is assumed"));
     CHECK(jp_layout_solve(JP_LIB_FLAX, JP_ROLE_WEIGHT, JP_SPELL_KERNEL, 4, sq, 4, sq_t, &nm, NULL, &x));
     CHECK(x.flip == 0);
     /* Haiku's transposed conv: (I, O, *k) to (*k, O, I), flipped, square or not */

@@ -124,9 +124,21 @@ def test_conv_transpose(tmp_path, transpose_kernel, cin, cout):
         # A square kernel fits both layouts; the Flax default (flipped) is
         # assumed for a module named ConvTranspose, and the rule says so.
         rule = plan.leaves[1]["rule"] if plan.leaves[1]["leaf"].endswith("kernel") else plan.leaves[0]["rule"]
-        assert "flipped" in rule
+        assert "transpose_kernel=False is assumed" in rule
         return
     assert close(want, got)
+
+
+@pytest.mark.parametrize("transpose_kernel", [False, True])
+def test_nnx_square_conv_transpose_says_which_kernel_it_keeps(transpose_kernel):
+    # where a linen kernel's shape cannot tell, an NNX layer's attribute does
+    from flax import nnx
+    tm = torch.nn.ConvTranspose2d(4, 4, 3, stride=2).eval()
+    model = jaxport.convert(tm, nnx.ConvTranspose(4, 4, (3, 3), strides=(2, 2), padding="VALID",
+                                                  transpose_kernel=transpose_kernel, rngs=nnx.Rngs(0)))
+    x = np.random.RandomState(1).randn(1, 4, 5, 5).astype(np.float32)
+    want = tm(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1)
+    assert close(want, np.asarray(model(jnp.asarray(x.transpose(0, 2, 3, 1)))))
 
 
 def test_embedding_is_not_transposed_even_beside_a_linear_of_its_shape(tmp_path):
