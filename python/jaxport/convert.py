@@ -180,8 +180,9 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     src: a path jaxport reads (.pt, .bin, .safetensors, sharded index...), a
     torch.nn.Module or a state dict. like: Flax linen params or variables
     (with batch_stats), an NNX module (updated in place through nnx.update and
-    returned) or nnx.State, an Equinox module or (module, state) pair (the
-    state gets BatchNorm running statistics), Haiku params. Returns an
+    returned) or nnx.State, an Equinox module, a list or dict of them, or
+    (module, state) pair (the state gets BatchNorm running statistics),
+    Haiku params. Returns an
     object of the same kind holding jax arrays; with return_plan, also the
     Plan. The library is told from `like`; `to` overrides it.
 

@@ -36,7 +36,9 @@ def _object_library(like):
     try:
         import equinox as eqx
         first = like[0] if isinstance(like, tuple) and like else like
-        if isinstance(first, eqx.Module):
+        # a module, (module, state), or a list or dict of modules
+        members = first.values() if isinstance(first, dict) else first if isinstance(first, list) else [first]
+        if any(isinstance(m, eqx.Module) for m in members):
             lib = "equinox"
     except ImportError:
         pass
