@@ -55,6 +55,8 @@ typedef struct strtab {
     int64_t *head;
     int64_t *next;
     size_t cap;                   /* power of two */
+    size_t nnext;                 /* entries next has room for */
+    jp_arena *arena;
 } strtab;
 
 typedef struct side {
@@ -86,20 +88,32 @@ static jp_code oom(matcher *m) { return jp_err_set(m->err, JP_NO_MEMORY, JP_NO_O
 
 /* ---- string table */
 
+/* n: the entries expected; more may be added (a side's virtual modules). */
 static bool strtab_init(strtab *t, size_t n, jp_arena *a) {
     t->cap = 16;
     while (t->cap < 2 * n + 1) t->cap <<= 1;
+    t->nnext = n + 1;
+    t->arena = a;
     t->head = jp_arena_alloc_array(a, t->cap, sizeof *t->head);
-    t->next = jp_arena_alloc_array(a, n + 1, sizeof *t->next);
+    t->next = jp_arena_alloc_array(a, t->nnext, sizeof *t->next);
     if (!t->head || !t->next) return false;
     memset(t->head, 0xff, t->cap * sizeof *t->head);
     return true;
 }
 
-static void strtab_add(strtab *t, const char *s, int64_t i) {
+static bool strtab_add(strtab *t, const char *s, int64_t i) {
+    if ((size_t)i >= t->nnext) {
+        size_t n = 2 * (size_t)i + 1;
+        int64_t *next = jp_arena_alloc_array(t->arena, n, sizeof *next);
+        if (!next) return false;
+        memcpy(next, t->next, t->nnext * sizeof *next);
+        t->next = next;
+        t->nnext = n;
+    }
     size_t h = (size_t)jp_hash_str(s) & (t->cap - 1);
     t->next[i] = t->head[h];
     t->head[h] = i;
+    return true;
 }
 
 /* ---- building the two sides */
@@ -125,8 +139,7 @@ static int64_t find_or_add_module(matcher *m, side *sd, const char *path, uint64
     md->parent = -1;
     md->source = sd == &m->src;
     int64_t i = (int64_t)sd->mods.len - 1;
-    strtab_add(&sd->bypath, path, i);
-    return i;
+    return strtab_add(&sd->bypath, path, i) ? i : -1;
 }
 
 static bool module_add_leaf(matcher *m, module *md, uint32_t leaf) {
@@ -654,7 +667,8 @@ static void pair(matcher *m, int64_t si, int64_t ti) {
 static jp_code pair_by_key(matcher *m) {
     strtab keys;
     if (!strtab_init(&keys, m->src.mods.len, &m->tmp)) return oom(m);
-    for (size_t i = m->src.mods.len; i-- > 0;) strtab_add(&keys, MOD(&m->src, i)->key, (int64_t)i);
+    for (size_t i = m->src.mods.len; i-- > 0;)
+        if (!strtab_add(&keys, MOD(&m->src, i)->key, (int64_t)i)) return oom(m);
     for (size_t ti = 0; ti < m->dst.mods.len; ti++) {
         module *t = MOD(&m->dst, ti);
         size_t h = (size_t)jp_hash_str(t->key) & (keys.cap - 1);

@@ -193,6 +193,34 @@ def test_equinox_gru_cell_from_a_gru_layer(tmp_path):
     np.testing.assert_allclose(np.asarray(jax.vmap(model)(x)), torch_out(m, x), atol=1e-5)
 
 
+def test_equinox_cells_from_a_bidirectional_lstm_without_biases():
+    # a layer without biases offers eleven modules for its two tensors (more
+    # than the matcher's first guess at a side's module count)
+    import equinox as eqx
+    import jax
+    torch.manual_seed(5)
+    m = torch.nn.LSTM(I, H, num_layers=2, bias=False, bidirectional=True, batch_first=True)
+    keys = jax.random.split(jax.random.key(0), 4)
+    cells = [eqx.nn.LSTMCell(I if k < 2 else 2 * H, H, use_bias=False, key=keys[k]) for k in range(4)]
+    cells, plan = jaxport.convert(m, cells, return_plan=True)
+    assert plan.ok and not plan.unused
+    assert [l["from"][0]["tensor"] for l in plan.leaves][1::2] == [
+        "weight_hh_l0", "weight_hh_l0_reverse", "weight_hh_l1", "weight_hh_l1_reverse"]
+    x = sequence()
+    want = torch_out(m, x)[0]  # the first sequence: the last layer's outputs, forward then backward
+    h = x[0]
+    for layer in range(2):
+        outs = []
+        for direction in range(2):
+            cell, state, ys = cells[2 * layer + direction], (np.zeros(H, np.float32),) * 2, []
+            for t in (range(T) if direction == 0 else reversed(range(T))):
+                state = cell(h[t], state)
+                ys.append(np.asarray(state[0]))
+            outs.append(np.stack(ys if direction == 0 else ys[::-1]))
+        h = np.concatenate(outs, axis=1)
+    np.testing.assert_allclose(h, want, atol=1e-5)
+
+
 def test_summed_biases_in_a_mapping_file(tmp_path):
     import jax
     m, x = torch_rnn("LSTM"), sequence()
