@@ -23,6 +23,8 @@ typedef struct sleaf {            /* a source tensor, or a slice of one */
     bool has_plus;                /* plus the same slice of another tensor (summed biases) */
     uint32_t plus_tensor;
     int64_t then;                 /* the sleaf joined after this one along axis 0, or -1 */
+    int32_t stack;                /* > 0: this many layers' leaves stacked on a new axis 0 (the
+                                     first is this one's tensor, the rest follow by then) */
 } sleaf;
 
 typedef struct tleaf {
@@ -225,6 +227,7 @@ static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role
     l->numel = t->numel;
     l->has_plus = false;
     l->then = -1;
+    l->stack = 0;
     return (int64_t)m->sl.len - 1;
 }
 
@@ -626,6 +629,19 @@ static jp_code make_keys(matcher *m) {
 /* ---- fitting one module to another */
 
 /* For target leaf tl, the source leaf of module s that feeds it, and how. */
+/* A layer's transform x, applied to each of a stack's layers: the stacking
+ * axis goes first. */
+static void lift_stacked(jp_xform *x, int64_t layers) {
+    for (int d = x->ndim; d > 0; d--) {
+        x->shape[d] = x->shape[d - 1];
+        x->perm[d] = x->perm[d - 1] + 1;
+    }
+    x->shape[0] = layers;
+    x->perm[0] = 0;
+    x->flip <<= 1;
+    x->ndim++;
+}
+
 static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tleaf *tl, jp_xform *x) {
     const jp_leaf_spec *spec = &m->specs[tl->spec];
     for (uint32_t k = 0; k < s->nleaves; k++) {
@@ -633,8 +649,18 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
         if (sl->role != tl->role) continue;
         if (tl->role == JP_ROLE_OTHER && strcmp(sl->leafkey, tl->leafkey) != 0) continue;
         jp_layout_names nm = {s->path, t->path, spec->kind};
+        const jp_flatten_rule *fl = m->o->flatten.c > 0 ? &m->o->flatten : NULL;
+        if (sl->stack > 0) { /* each layer as one, under the target's leading axis */
+            if (spec->ndim < 1 || spec->ndim >= JP_MAX_DIMS || spec->shape[0] != sl->stack ||
+                !jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim - 1, sl->shape + 1, spec->ndim - 1,
+                                 spec->shape + 1, &nm, fl, x) ||
+                x->ndim >= JP_MAX_DIMS)
+                continue;
+            lift_stacked(x, sl->stack);
+            return s->leaves[k];
+        }
         if (jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, spec->ndim, spec->shape, &nm,
-                            m->o->flatten.c > 0 ? &m->o->flatten : NULL, x))
+                            fl, x))
             return s->leaves[k];
     }
     (void)t;
@@ -1057,6 +1083,138 @@ static jp_code pair_by_signature(matcher *m, bool with_kind) {
     return JP_OK;
 }
 
+/* ---- stacked layers */
+
+/* A source module under a path with one numeric component replaced by "*"
+ * ("layers.*.attn"), and that component's value. */
+typedef struct column {
+    char *key;
+    int64_t value;
+    int64_t module;
+} column;
+
+static int cmp_column(const void *a, const void *b) {
+    const column *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    if (c) return c;
+    return x->value < y->value ? -1 : x->value > y->value;
+}
+
+/* Whether source modules a and b hold the same leaves: roles, names,
+ * shapes, slices and addends alike. */
+static bool same_layer(matcher *m, const module *a, const module *b) {
+    if (a->nleaves != b->nleaves) return false;
+    for (uint32_t k = 0; k < a->nleaves; k++) {
+        const sleaf *x = SL(m, a->leaves[k]), *y = SL(m, b->leaves[k]);
+        if (x->role != y->role || strcmp(x->leafkey, y->leafkey) != 0 || x->ndim != y->ndim ||
+            x->ndim >= JP_MAX_DIMS || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof x->shape[0]) != 0 ||
+            x->slice_axis != y->slice_axis || x->has_plus != y->has_plus || x->then >= 0 || y->then >= 0 ||
+            x->stack || y->stack)
+            return false;
+        if (x->slice_axis >= 0 && (x->slice_start != y->slice_start || x->slice_len != y->slice_len))
+            return false;
+    }
+    return true;
+}
+
+/* The stack of members[0..n) (consecutive layers alike) as a new source
+ * module: each leaf one more axis in front, its parts the layers' own. */
+static jp_code add_stack(matcher *m, const char *path, const int64_t *members, size_t n) {
+    const module *first = MOD(&m->src, members[0]);
+    module *md = jp_vec_push(&m->src.mods);
+    if (!md) return oom(m);
+    first = MOD(&m->src, members[0]); /* the push may have moved the modules */
+    memset(md, 0, sizeof *md);
+    md->path = path;
+    md->order = first->order;
+    md->rank = first->rank;
+    md->pair = -1;
+    md->parent = -1;
+    md->source = true;
+    md->key = key_of(&m->tmp, path, m->src.strip);
+    jp_code rc = module_keys(m, md);
+    for (uint32_t k = 0; k < first->nleaves && !rc; k++) {
+        int64_t head = -1, prev = -1;
+        for (size_t i = 0; i < n; i++) {
+            sleaf copy = *SL(m, MOD(&m->src, members[i])->leaves[k]);
+            sleaf *l = jp_vec_push(&m->sl);
+            if (!l) return oom(m);
+            *l = copy;
+            int64_t li = (int64_t)m->sl.len - 1;
+            if (prev >= 0) SL(m, prev)->then = li;
+            else head = li;
+            prev = li;
+        }
+        sleaf *h = SL(m, head);
+        memmove(h->shape + 1, h->shape, sizeof h->shape - sizeof h->shape[0]);
+        h->shape[0] = (int64_t)n;
+        h->ndim++;
+        h->numel *= n;
+        h->stack = (int32_t)n;
+        if (!module_add_leaf(m, MOD(&m->src, (int64_t)m->src.mods.len - 1), (uint32_t)head)) rc = oom(m);
+    }
+    return rc;
+}
+
+/* Offers, for unpaired source modules that repeat under one numeric path
+ * component (layers.0.attn, layers.1.attn, ...), their stack: what Flax's
+ * nn.scan and nnx.vmap, and Equinox's filter_vmap, keep as one module with
+ * a leading layer axis. */
+static jp_code add_stacks(matcher *m) {
+    size_t ns = m->src.mods.len;
+    jp_vec cols;
+    jp_vec_init(&cols, sizeof(column));
+    jp_code rc = JP_OK;
+    for (size_t i = 0; i < ns && !rc; i++) {
+        const module *md = MOD(&m->src, i);
+        if (md->pair >= 0 || md->alias || !md->nleaves) continue;
+        for (const char *p = md->path; *p && !rc;) {
+            const char *e = p;
+            while (*e && !is_sep(*e)) e++;
+            bool digits = e > p && e - p < 10;
+            for (const char *q = p; q < e && digits; q++) digits = *q >= '0' && *q <= '9';
+            if (digits) {
+                column *c = jp_vec_push(&cols);
+                if (!c) {
+                    rc = oom(m);
+                    break;
+                }
+                c->key = jp_arena_printf(&m->tmp, "%.*s*%s", (int)(p - md->path), md->path, e);
+                c->value = strtoll(p, NULL, 10);
+                c->module = (int64_t)i;
+                if (!c->key) rc = oom(m);
+            }
+            p = e;
+            while (*p && is_sep(*p)) p++;
+        }
+    }
+    column *c = cols.items;
+    if (!rc && cols.len) qsort(c, cols.len, sizeof *c, cmp_column);
+    int64_t *members = rc ? NULL : malloc((cols.len + 1) * sizeof *members);
+    if (!rc && !members) rc = oom(m);
+    for (size_t a = 0, b; a < cols.len && !rc; a = b) {
+        size_t n = 1;
+        members[0] = c[a].module;
+        bool alike = true;
+        for (b = a + 1; b < cols.len && strcmp(c[b].key, c[a].key) == 0; b++) {
+            alike = alike && c[b].value == c[b - 1].value + 1 &&
+                    same_layer(m, MOD(&m->src, c[a].module), MOD(&m->src, c[b].module));
+            members[n++] = c[b].module;
+        }
+        if (n >= 2 && alike) rc = add_stack(m, c[a].key, members, n);
+    }
+    free(members);
+    jp_vec_free(&cols);
+    return rc;
+}
+
+/* Whether a target module is left without a source and not for ambiguity. */
+static bool any_unpaired_target(matcher *m) {
+    for (size_t i = 0; i < m->dst.mods.len; i++)
+        if (MOD(&m->dst, i)->pair < 0 && !MOD(&m->dst, i)->ambiguous && MOD(&m->dst, i)->nleaves) return true;
+    return false;
+}
+
 /* ---- the plan */
 
 static jp_dtype leaf_dtype(const matcher *m, const jp_leaf_spec *sp) {
@@ -1089,7 +1247,9 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
         part->plus.source = q->plus_tensor;
         part->ndim = x->ndim;
         memcpy(part->shape, x->shape, sizeof part->shape);
-        if (n > 1) part->shape[0] = q->slice_len; /* joined leaves are slices along axis 0 */
+        if (sl->stack > 0) part->shape[0] = 1; /* one layer of the stack */
+        else if (n > 1) part->shape[0] = q->slice_len; /* joined leaves are slices along axis 0 */
+        if (sl->stack > 0 && k > 0 && q->slice_axis < 0) m->used[q->tensor]++; /* the first: below */
         summed = summed || q->has_plus;
         if (q->then >= 0) q = SL(m, q->then);
     }
@@ -1100,6 +1260,8 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
     for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
     pl->flip = x->flip;
     pl->rule = summed ? "the two biases summed (b_ih + b_hh)" : x->rule;
+    if (sl->stack > 0 && !(pl->rule = jp_arena_printf(m->arena, "%s; %d layers stacked", pl->rule, sl->stack)))
+        return oom(m);
     if (sl->slice_axis < 0) m->used[sl->tensor]++; /* q, k and v slicing one tensor are not tied */
     return JP_OK;
 }
@@ -1259,6 +1421,12 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
         if (!rc) rc = pair_by_key(&m);
         if (!rc) rc = pair_by_signature(&m, true);
         if (!rc) rc = pair_by_signature(&m, false);
+        if (!rc && any_unpaired_target(&m)) { /* stacked layers, offered only when needed */
+            size_t before = m.src.mods.len;
+            rc = add_stacks(&m);
+            if (!rc && m.src.mods.len > before) rc = pair_by_signature(&m, true);
+            if (!rc && m.src.mods.len > before) rc = pair_by_signature(&m, false);
+        }
         if (!rc) rc = emit(&m, p);
     }
     for (size_t i = 0; !rc && i < n; i++) /* one tensor feeding several leaves */

@@ -199,10 +199,65 @@ static void test_equinox_gru(void) {
     jp_index_close(ix);
 }
 
+/* flax.serialization.to_bytes({"layers": {"0": {"weight": f32[3, 2] (0..5),
+ * "bias": f32[3] (6..8)}, "1": {"weight": (10..15), "bias": (16..18)}}}):
+ * two layers alike. */
+static const uint8_t layers_source[] = {
+    129, 166, 108, 97, 121, 101, 114, 115, 130, 161, 48, 130, 166, 119, 101, 105, 103, 104, 116,
+    199, 38, 1, 147, 146, 3, 2, 167, 102, 108, 111, 97, 116, 51, 50, 196, 24, 0, 0, 0, 0, 0, 0, 128,
+    63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64, 164, 98, 105, 97, 115, 199, 25, 1,
+    147, 145, 3, 167, 102, 108, 111, 97, 116, 51, 50, 196, 12, 0, 0, 192, 64, 0, 0, 224, 64, 0, 0,
+    0, 65, 161, 49, 130, 166, 119, 101, 105, 103, 104, 116, 199, 38, 1, 147, 146, 3, 2, 167, 102,
+    108, 111, 97, 116, 51, 50, 196, 24, 0, 0, 32, 65, 0, 0, 48, 65, 0, 0, 64, 65, 0, 0, 80, 65, 0,
+    0, 96, 65, 0, 0, 112, 65, 164, 98, 105, 97, 115, 199, 25, 1, 147, 145, 3, 167, 102, 108, 111,
+    97, 116, 51, 50, 196, 12, 0, 0, 128, 65, 0, 0, 136, 65, 0, 0, 144, 65};
+
+/* Layers alike are offered stacked when a target keeps them so (Flax's
+ * nn.scan): each leaf's parts are the layers' tensors, one axis in front. */
+static void test_stacked_layers(void) {
+    jp_index *ix;
+    jp_err err;
+    CHECK(jp_index_open_memory(&ix, layers_source, sizeof layers_source, "layers.msgpack", NULL, &err) == JP_OK);
+    jp_leaf_spec leaves[] = {
+        {"params/ScanBlock_0/Dense_0/bias", JP_F32, 2, {2, 3}, NULL},
+        {"params/ScanBlock_0/Dense_0/kernel", JP_F32, 3, {2, 2, 3}, NULL},
+    };
+    jp_plan *p = NULL;
+    CHECK(jp_match(&p, ix, leaves, 2, NULL, &err) == JP_OK);
+    CHECK(p && jp_plan_check(p, ix, false, &err) == JP_OK);
+    if (!p) return;
+    const jp_plan_leaf *k = &p->leaves[1];
+    CHECK(k->nparts == 2 && k->cat_axis == 0 && k->ndim == 3);
+    CHECK(k->perm[0] == 0 && k->perm[1] == 2 && k->perm[2] == 1 && k->flip == 0);
+    if (k->nparts == 2) {
+        CHECK_STR(part_tensor(ix, &k->parts[0].from), "layers/0/weight");
+        CHECK_STR(part_tensor(ix, &k->parts[1].from), "layers/1/weight");
+        CHECK(k->parts[1].ndim == 3 && k->parts[1].shape[0] == 1 && k->parts[1].shape[1] == 3 &&
+              k->parts[1].shape[2] == 2);
+    }
+    CHECK(k->rule && strstr(k->rule, "2 layers stacked"));
+    CHECK(p->leaves[0].nparts == 2 && p->leaves[0].parts[0].shape[0] == 1);
+    char *text = NULL;
+    jp_plan *q = NULL;
+    CHECK(jp_plan_to_json(p, ix, leaves, 2, JP_LIB_FLAX, &text, &err) == JP_OK);
+    CHECK(text && jp_plan_from_json(&q, text, strlen(text), ix, leaves, 2, &err) == JP_OK);
+    CHECK(q && q->leaves[1].nparts == 2 && q->leaves[1].perm[1] == 2);
+    jp_plan_free(q);
+    free(text);
+    jp_plan_free(p);
+    leaves[1].shape[0] = 3; /* three layers wanted, two there */
+    leaves[0].shape[0] = 3;
+    CHECK(jp_match(&p, ix, leaves, 2, NULL, &err) == JP_OK);
+    CHECK(p && (p->leaves[1].flags & JP_LEAF_MISSING));
+    jp_plan_free(p);
+    jp_index_close(ix);
+}
+
 int main(void) {
     test_names();
     test_layouts();
     test_match_and_json();
     test_equinox_gru();
+    test_stacked_layers();
     return check_done("match");
 }

@@ -499,41 +499,15 @@ def test_equinox_conv_bias_transposed_conv_and_attention(tmp_path):
     assert close(want, model(jnp.asarray(x)), 1e-4)
 
 
-def torch_encoder(layers=2, e=16, heads=4, ff=32):
-    layer = torch.nn.TransformerEncoderLayer(e, heads, ff, dropout=0.0, batch_first=True)
-    return torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
-
-
 def test_transformer_encoder_to_a_list_of_equinox_layers():
     # a plain list of Equinox modules is an Equinox target (its dropout
     # rates, Python numbers, stay as they are)
-    import equinox as eqx
-    tm, e, heads, ff = torch_encoder(), 16, 4, 32
-
-    class Layer(eqx.Module):
-        attn: eqx.nn.MultiheadAttention
-        l1: eqx.nn.Linear
-        l2: eqx.nn.Linear
-        n1: eqx.nn.LayerNorm
-        n2: eqx.nn.LayerNorm
-
-        def __init__(self, key):
-            k = jax.random.split(key, 3)
-            self.attn = eqx.nn.MultiheadAttention(heads, e, use_query_bias=True, use_key_bias=True,
-                                                  use_value_bias=True, use_output_bias=True, key=k[0])
-            self.l1, self.l2 = eqx.nn.Linear(e, ff, key=k[1]), eqx.nn.Linear(ff, e, key=k[2])
-            self.n1, self.n2 = eqx.nn.LayerNorm(e), eqx.nn.LayerNorm(e)
-
-        def __call__(self, x):
-            x = jax.vmap(self.n1)(x + self.attn(x, x, x))
-            return jax.vmap(self.n2)(x + jax.vmap(self.l2)(jax.nn.relu(jax.vmap(self.l1)(x))))
-
-    layers = jaxport.convert(tm, [Layer(k) for k in jax.random.split(jax.random.key(0), 2)])
+    from encoders import EqxLayer, inputs, torch_encoder, torch_out
+    tm, x = torch_encoder(2), inputs()
+    layers = jaxport.convert(tm, [EqxLayer(k) for k in jax.random.split(jax.random.key(0), 2)])
     assert isinstance(layers, list) and layers[0].attn.dropout.p == 0.0
-    x = np.random.default_rng(0).standard_normal((2, 5, e)).astype(np.float32)
-    with torch.no_grad():
-        want = tm(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.asarray(jax.vmap(lambda v: layers[1](layers[0](v)))(x)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda v: layers[1](layers[0](v)))(x)), torch_out(tm, x),
+                               atol=1e-5)
 
 
 def test_equinox_batchnorm_statistics_come_from_the_state(tmp_path):
