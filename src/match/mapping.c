@@ -461,7 +461,15 @@ static void source_cell(json_t *leaf, char *buf, size_t cap) {
         snprintf(buf, cap, "%s", json_object_get(leaf, "ambiguous") ? "AMBIGUOUS" : "MISSING");
         return;
     }
-    for (size_t k = 0; k < json_array_size(from) && n < cap; k++) {
+    /* Many parts (a stack of layers): the first two, "...", the last. */
+    size_t np = json_array_size(from);
+    bool elide = np > 4;
+    for (size_t k = 0; k < np && n < cap; k++) {
+        if (elide && k == 2) {
+            n += (size_t)snprintf(buf + n, cap - n, ", ...");
+            k = np - 2;
+            continue;
+        }
         json_t *p = json_array_get(from, k), *plus = json_object_get(p, "plus");
         if (k && n < cap) n += (size_t)snprintf(buf + n, cap - n, ", ");
         n = ref_cell(p, buf, n, cap);
@@ -470,6 +478,7 @@ static void source_cell(json_t *leaf, char *buf, size_t cap) {
             n = ref_cell(plus, buf, n, cap);
         }
     }
+    if (elide && n < cap) snprintf(buf + n, cap - n, " (%zu parts)", np);
 }
 
 static const char *leaf_note(json_t *leaf) {

@@ -125,3 +125,29 @@ def test_layers_that_differ_are_not_stacked():
     like = Model().init(jax.random.key(0), np.zeros((3, 2, 8), np.float32))
     with pytest.raises(errors.MatchError, match="no source module fits"):
         jaxport.convert(tm, like)
+
+
+def test_a_deep_stack_shows_its_first_and_last_layers():
+    import flax.linen as nn
+    tm = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(6)])
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            return nn.Dense(4)(x), None
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scan = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=6)
+            return scan()(x, None)[0]
+
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    model = Model()
+    params, plan = jaxport.convert(tm, model.init(jax.random.key(0), x), return_plan=True)
+    assert "0.weight, 1.weight, ..., 5.weight (6 parts)" in str(plan)
+    want = torch.from_numpy(x)
+    with torch.no_grad():
+        for layer in tm:
+            want = layer(want)
+    np.testing.assert_allclose(np.asarray(model.apply(params, x)), want.numpy(), atol=1e-5)
