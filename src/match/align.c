@@ -129,10 +129,8 @@ static char *module_path(jp_arena *a, const char *name, size_t leafstart) {
     return jp_arena_strndup(a, name, end);
 }
 
-static int64_t find_or_add_module(matcher *m, side *sd, const char *path, uint64_t order) {
-    size_t h = (size_t)jp_hash_str(path) & (sd->bypath.cap - 1);
-    for (int64_t i = sd->bypath.head[h]; i >= 0; i = sd->bypath.next[i])
-        if (strcmp(MOD(sd, i)->path, path) == 0) return i;
+/* A new module of a side, without leaves: its index, -1 when out of memory. */
+static int64_t push_module(matcher *m, side *sd, const char *path, uint64_t order) {
     module *md = jp_vec_push(&sd->mods);
     if (!md) return -1;
     md->path = path;
@@ -140,8 +138,15 @@ static int64_t find_or_add_module(matcher *m, side *sd, const char *path, uint64
     md->pair = -1;
     md->parent = -1;
     md->source = sd == &m->src;
-    int64_t i = (int64_t)sd->mods.len - 1;
-    return strtab_add(&sd->bypath, path, i) ? i : -1;
+    return (int64_t)sd->mods.len - 1;
+}
+
+static int64_t find_or_add_module(matcher *m, side *sd, const char *path, uint64_t order) {
+    size_t h = (size_t)jp_hash_str(path) & (sd->bypath.cap - 1);
+    for (int64_t i = sd->bypath.head[h]; i >= 0; i = sd->bypath.next[i])
+        if (strcmp(MOD(sd, i)->path, path) == 0) return i;
+    int64_t i = push_module(m, sd, path, order);
+    return i >= 0 && strtab_add(&sd->bypath, path, i) ? i : -1;
 }
 
 static bool module_add_leaf(matcher *m, module *md, uint32_t leaf) {
@@ -1120,17 +1125,11 @@ static bool same_layer(matcher *m, const module *a, const module *b) {
 /* The stack of members[0..n) (consecutive layers alike) as a new source
  * module: each leaf one more axis in front, its parts the layers' own. */
 static jp_code add_stack(matcher *m, const char *path, const int64_t *members, size_t n) {
+    int64_t si = push_module(m, &m->src, path, MOD(&m->src, members[0])->order);
+    if (si < 0) return oom(m);
     const module *first = MOD(&m->src, members[0]);
-    module *md = jp_vec_push(&m->src.mods);
-    if (!md) return oom(m);
-    first = MOD(&m->src, members[0]); /* the push may have moved the modules */
-    memset(md, 0, sizeof *md);
-    md->path = path;
-    md->order = first->order;
+    module *md = MOD(&m->src, si);
     md->rank = first->rank;
-    md->pair = -1;
-    md->parent = -1;
-    md->source = true;
     md->key = key_of(&m->tmp, path, m->src.strip);
     jp_code rc = module_keys(m, md);
     for (uint32_t k = 0; k < first->nleaves && !rc; k++) {
@@ -1151,7 +1150,7 @@ static jp_code add_stack(matcher *m, const char *path, const int64_t *members, s
         h->ndim++;
         h->numel *= n;
         h->stack = (int32_t)n;
-        if (!module_add_leaf(m, MOD(&m->src, (int64_t)m->src.mods.len - 1), (uint32_t)head)) rc = oom(m);
+        if (!module_add_leaf(m, md, (uint32_t)head)) rc = oom(m);
     }
     return rc;
 }
