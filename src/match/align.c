@@ -633,7 +633,6 @@ static jp_code make_keys(matcher *m) {
 
 /* ---- fitting one module to another */
 
-/* For target leaf tl, the source leaf of module s that feeds it, and how. */
 /* A layer's transform x, applied to each of a stack's layers: the stacking
  * axis goes first. */
 static void lift_stacked(jp_xform *x, int64_t layers) {
@@ -647,6 +646,7 @@ static void lift_stacked(jp_xform *x, int64_t layers) {
     x->ndim++;
 }
 
+/* For target leaf tl, the source leaf of module s that feeds it, and how. */
 static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tleaf *tl, jp_xform *x) {
     const jp_leaf_spec *spec = &m->specs[tl->spec];
     for (uint32_t k = 0; k < s->nleaves; k++) {
@@ -1248,7 +1248,7 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
         memcpy(part->shape, x->shape, sizeof part->shape);
         if (sl->stack > 0) part->shape[0] = 1; /* one layer of the stack */
         else if (n > 1) part->shape[0] = q->slice_len; /* joined leaves are slices along axis 0 */
-        if (sl->stack > 0 && k > 0 && q->slice_axis < 0) m->used[q->tensor]++; /* the first: below */
+        if (q->slice_axis < 0) m->used[q->tensor]++; /* q, k and v slicing one tensor are not tied */
         summed = summed || q->has_plus;
         if (q->then >= 0) q = SL(m, q->then);
     }
@@ -1261,7 +1261,6 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
     pl->rule = summed ? "the two biases summed (b_ih + b_hh)" : x->rule;
     if (sl->stack > 0 && !(pl->rule = jp_arena_printf(m->arena, "%s; %d layers stacked", pl->rule, sl->stack)))
         return oom(m);
-    if (sl->slice_axis < 0) m->used[sl->tensor]++; /* q, k and v slicing one tensor are not tied */
     return JP_OK;
 }
 
