@@ -1,4 +1,4 @@
-"""jaxport, weightbridge and statedict2pytree on the 20 real pairs of
+"""jaxport, weightbridge and statedict2pytree on the 25 real pairs of
 tests/python/pairs.py (Hugging Face PyTorch models and their Flax twins),
 each converting the PyTorch state dict into the Flax twin's params with no
 hints and no renames, checked by the models' outputs.

@@ -1,9 +1,11 @@
 /* The matcher's parts: name keys, similarity and natural order, the layout
  * solver's rules, pairing on a small source, and plans as JSON (round trip,
  * staleness). End-to-end numerical checks are in tests/python/test_match.py. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
+#include "kernels/cast.h"
 #include "match/mapping.h"
 #include "../../fuzz/plan_source.h"
 
@@ -253,11 +255,68 @@ static void test_stacked_layers(void) {
     jp_index_close(ix);
 }
 
+/* Position p, channel k of a sinusoidal table of nd channels: halves (sin
+ * of every frequency, then cos) or interleaved, frequencies 10000^(-2m/nd). */
+static double sinusoid(int p, int k, int nd, bool interleaved) {
+    int m = interleaved ? k / 2 : k % (nd / 2);
+    bool is_cos = interleaved ? k % 2 : k >= nd / 2;
+    double a = p * pow(10000.0, -2.0 * m / nd);
+    return is_cos ? cos(a) : sin(a);
+}
+
+/* A sinusoidal position table no leaf takes is harmless (the target computes
+ * its own), in either layout and in bfloat16; one element off, or a
+ * learned table of the same shape, is not. */
+static void test_position_tables(void) {
+    enum { P = 24, D = 8 };
+    static float halves[P][D], learned[P][D], off[P][D], weight[4];
+    static uint16_t inter[P][D];
+    for (int p = 0; p < P; p++)
+        for (int k = 0; k < D; k++) {
+            halves[p][k] = off[p][k] = (float)sinusoid(p, k, D, false);
+            float f = (float)sinusoid(p, k, D, true);
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            inter[p][k] = jp_bf16_from_f32(u);
+            learned[p][k] = (float)((p * 7 + k * 3) % 11) / 11.0f - 0.5f;
+        }
+    off[P - 1][D - 1] += 0.05f;
+    jp_tensor t[] = {
+        {.name = "out.bias", .dtype = JP_F32, .ndim = 1, .shape = {4}, .strides = {1}, .data = (void *)weight, .numel = 4},
+        {.name = "halves", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)halves},
+        {.name = "inter", .dtype = JP_BF16, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)inter},
+        {.name = "learned", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)learned},
+        {.name = "off", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)off},
+    };
+    for (size_t i = 1; i < 5; i++) {
+        t[i].numel = P * D;
+        t[i].nbytes = P * D * jp_dtype_size(t[i].dtype);
+    }
+    t[0].nbytes = 16;
+    jp_index *ix;
+    jp_err err;
+    CHECK(jp_index_open_tensors(&ix, t, 5, "tables", &err) == JP_OK);
+    jp_leaf_spec leaves[] = {{"out/bias", JP_F32, 1, {4}, NULL}};
+    jp_plan *p = NULL;
+    CHECK(jp_match(&p, ix, leaves, 1, NULL, &err) == JP_OK);
+    CHECK(p && p->nunused == 4);
+    for (size_t i = 0; p && i < p->nunused; i++) {
+        const char *name = jp_index_at(ix, p->unused[i].source)->name;
+        bool table = strcmp(name, "halves") == 0 || strcmp(name, "inter") == 0;
+        CHECK(p->unused[i].harmless == table);
+        CHECK(!table || strstr(p->unused[i].why, "sinusoidal position table"));
+    }
+    CHECK(p && jp_plan_check(p, ix, false, &err) == JP_MATCH && strstr(err.msg, "learned"));
+    jp_plan_free(p);
+    jp_index_close(ix);
+}
+
 int main(void) {
     test_names();
     test_layouts();
     test_match_and_json();
     test_equinox_gru();
     test_stacked_layers();
+    test_position_tables();
     return check_done("match");
 }

@@ -17,6 +17,10 @@ VISION = {k: v for k, v in SMALL.items() if k != "vocab_size"}
 IDS = {"input_ids": np.array([[5, 7, 9, 11, 3, 2]], dtype=np.int64)}
 PIXELS = {"pixel_values": np.random.RandomState(0).randn(1, 3, 32, 32).astype(np.float32)}
 AUDIO = {"input_values": np.random.RandomState(0).randn(1, 400).astype(np.float32)}
+FEATURES = {"input_features": np.random.RandomState(0).randn(1, 16, 40).astype(np.float32)}
+DECODER = {"decoder_input_ids": np.array([[0, 4, 6]], dtype=np.int64)}
+SEQ2SEQ = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+               encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=99)
 
 
 def _cases():
@@ -41,9 +45,21 @@ def _cases():
         "llama": (tr.LlamaConfig(max_position_embeddings=64, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=37,
                                  vocab_size=99), tr.LlamaModel, tr.FlaxLlamaModel, IDS),
-        "bart": (tr.BartConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-                               decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=99),
-                 tr.BartModel, tr.FlaxBartModel, IDS),
+        "bart": (tr.BartConfig(**SEQ2SEQ), tr.BartModel, tr.FlaxBartModel, IDS),
+        # Marian, Pegasus and RoFormer keep a sinusoidal position table that
+        # their Flax twins compute: it is left over, and harmless.
+        "marian": (tr.MarianConfig(max_position_embeddings=64, decoder_start_token_id=0, pad_token_id=1, **SEQ2SEQ),
+                   tr.MarianModel, tr.FlaxMarianModel, {**IDS, **DECODER}),
+        "pegasus": (tr.PegasusConfig(max_position_embeddings=64, **SEQ2SEQ), tr.PegasusModel, tr.FlaxPegasusModel,
+                    {**IDS, **DECODER}),
+        "roformer": (tr.RoFormerConfig(max_position_embeddings=64, **SMALL), tr.RoFormerModel, tr.FlaxRoFormerModel,
+                     IDS),
+        "whisper": (tr.WhisperConfig(max_source_positions=20, max_target_positions=32, num_mel_bins=16,
+                                     pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=0,
+                                     **SEQ2SEQ),
+                    tr.WhisperModel, tr.FlaxWhisperModel, {**FEATURES, **DECODER}),
+        "mistral": (tr.MistralConfig(max_position_embeddings=64, num_key_value_heads=2, **SMALL), tr.MistralModel,
+                    tr.FlaxMistralModel, IDS),
         "vit": (tr.ViTConfig(image_size=32, patch_size=8, **VISION), tr.ViTModel, tr.FlaxViTModel, PIXELS),
         "beit": (tr.BeitConfig(image_size=32, patch_size=8, **VISION), tr.BeitModel, tr.FlaxBeitModel, PIXELS),
         "dinov2": (tr.Dinov2Config(image_size=32, patch_size=8, **VISION), tr.Dinov2Model, tr.FlaxDinov2Model,
@@ -65,7 +81,8 @@ def _cases():
 
 
 NAMES = ["bert", "roberta", "xlm-roberta", "distilbert", "albert", "bigbird", "gpt2", "gpt-neo", "gpt-j", "opt",
-         "llama", "bart", "vit", "beit", "dinov2", "clip-text", "clip-vision", "resnet", "regnet", "wav2vec2"]
+         "llama", "bart", "vit", "beit", "dinov2", "clip-text", "clip-vision", "resnet", "regnet", "wav2vec2",
+         "marian", "pegasus", "roformer", "whisper", "mistral"]
 
 
 class Pair:
@@ -81,7 +98,8 @@ class Pair:
         self.torch_model = tcls(config).eval()
         with torch.no_grad():
             for p in self.torch_model.parameters():
-                p.normal_(0, 0.2)
+                if p.requires_grad:  # frozen ones (sinusoidal tables) keep what the model computes
+                    p.normal_(0, 0.2)
         self.flax_model = fcls(config)
         self.params = self.flax_model.params
         self.inputs = inputs

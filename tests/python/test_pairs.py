@@ -31,3 +31,19 @@ def test_pair_converts_and_outputs_agree(name, tmp_path):
     got = dict(zip(*trees.flatten(params)))
     assert all(np.array_equal(np.asarray(got[k]), v) for k, v in want.items())
     assert relative_error(pair.torch_output(), pair.flax_output(params)) < 1e-4
+
+
+def test_a_sinusoidal_position_table_is_left_over_only_when_it_is_one():
+    """Marian keeps its sinusoidal position tables as weights; FlaxMarianModel
+    computes them. They are left over as harmless, by their values: the same
+    table with one element changed would be a loss, and is refused."""
+    pair = Pair("marian")
+    plan = jaxport.match(pair.torch_model, like=pair.params)
+    tables = {u["tensor"] for u in plan.unused if "sinusoidal position table" in u["why"]}
+    assert tables == {"encoder.embed_positions.weight", "decoder.embed_positions.weight"}
+    assert all(u["harmless"] for u in plan.unused)  # the rest: embeddings tied to shared.weight
+    sd = pair.state_dict()  # the shared embeddings stay tied
+    sd["decoder.embed_positions.weight"] = sd["decoder.embed_positions.weight"].clone()
+    sd["decoder.embed_positions.weight"][5, 3] += 0.01
+    with pytest.raises(jaxport.errors.MatchError, match="decoder.embed_positions.weight"):
+        jaxport.convert(sd, pair.params)
