@@ -673,7 +673,10 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
 }
 
 /* Whether every leaf of t has a source in s, and every parameter of s a
- * leaf in t (buffers JAX does not keep aside): nothing is dropped. */
+ * leaf in t (buffers JAX does not keep aside): nothing is dropped. A tied
+ * copy of an earlier tensor may be left (DistilBERT's vocab_projector.weight
+ * is the word embeddings, which Flax's twin reuses); the list of unused
+ * tensors says whether what it is tied to is taken. */
 static bool fits(matcher *m, const module *s, const module *t) {
     uint32_t taken = 0;
     for (uint32_t k = 0; k < t->nleaves; k++) {
@@ -684,7 +687,9 @@ static bool fits(matcher *m, const module *s, const module *t) {
             if (s->leaves[q] == (uint32_t)li && q < 32) taken |= 1u << q;
     }
     for (uint32_t q = 0; q < s->nleaves && q < 32; q++)
-        if (!(taken & (1u << q)) && SL(m, s->leaves[q])->role != JP_ROLE_COUNTER) return false;
+        if (!(taken & (1u << q)) && SL(m, s->leaves[q])->role != JP_ROLE_COUNTER &&
+            m->alias_of[SL(m, s->leaves[q])->tensor] < 0)
+            return false;
     return true;
 }
 

@@ -47,3 +47,28 @@ def test_a_sinusoidal_position_table_is_left_over_only_when_it_is_one():
     sd["decoder.embed_positions.weight"][5, 3] += 0.01
     with pytest.raises(jaxport.errors.MatchError, match="decoder.embed_positions.weight"):
         jaxport.convert(sd, pair.params)
+
+
+def test_a_head_tied_to_the_embeddings_pairs_by_its_own_bias():
+    """DistilBERT's masked-LM head keeps vocab_projector.weight, tied to the
+    word embeddings, and its bias; the Flax twin keeps only the bias and
+    reuses the embeddings. The head module pairs with the tied copy left
+    over, and the logits agree."""
+    import jax.numpy as jnp
+    import torch
+    import transformers as tr
+    config = tr.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=99)
+    torch.manual_seed(0)
+    model = tr.DistilBertForMaskedLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    twin = tr.FlaxDistilBertForMaskedLM(config)
+    params, plan = jaxport.convert(model, twin.params, return_plan=True)
+    left = {u["tensor"]: u for u in plan.unused}
+    assert left["vocab_projector.weight"]["harmless"], left
+    ids = np.array([[5, 7, 9, 11, 3, 2]])
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor(ids)).logits.numpy()
+    got = np.asarray(twin(input_ids=jnp.asarray(ids), params=params).logits)
+    assert relative_error(want, got) < 1e-4
