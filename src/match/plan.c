@@ -209,6 +209,15 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
             if (!partly[i]) rc = JP_NO_MEMORY;
         }
     }
+    /* twin[r]: the first tensor of r's tied group (r and its copies) that a
+     * leaf takes, or -1: any copy taken makes the others harmless. */
+    int64_t *twin = rc ? NULL : jp_arena_alloc_array(&tmp, n + 1, sizeof *twin);
+    if (!rc && !twin) rc = JP_NO_MEMORY;
+    for (size_t i = 0; i < n && twin; i++) twin[i] = -1;
+    for (size_t i = 0; i < n && twin; i++) {
+        size_t r = alias_of[i] >= 0 ? (size_t)alias_of[i] : i;
+        if (used[i] && twin[r] < 0) twin[r] = (int64_t)i;
+    }
     for (size_t i = 0; i < n; i++) k += !used[i] || partly[i];
     p->nunused = 0;
     p->unused = rc ? NULL : jp_arena_alloc_array(&p->arena, k ? k : 1, sizeof *p->unused);
@@ -217,6 +226,7 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
         if (used[i] && !partly[i]) continue;
         jp_plan_unused *u = &p->unused[p->nunused++];
         const jp_tensor *t = jp_index_at(src, i);
+        int64_t tied = twin[alias_of[i] >= 0 ? alias_of[i] : (int64_t)i];
         u->source = (uint32_t)i;
         u->harmless = false;
         if (partly[i]) {
@@ -228,10 +238,10 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
             u->harmless = true;
             u->why = "a fixed sinusoidal position table; models that compute theirs keep no weight "
                      "for it";
-        } else if (alias_of[i] >= 0 && used[alias_of[i]]) {
+        } else if (tied >= 0) {
             u->harmless = true;
             u->why = jp_arena_printf(&p->arena, "tied to %s (same storage), which is taken",
-                                     jp_index_at(src, (size_t)alias_of[i])->name);
+                                     jp_index_at(src, (size_t)tied)->name);
         } else {
             u->why = "no leaf of the target takes it";
         }

@@ -311,6 +311,31 @@ static void test_position_tables(void) {
     jp_index_close(ix);
 }
 
+/* Tied copies: whichever of them a leaf takes, the others are harmless,
+ * the first one in the file included. */
+static void test_tied_copies(void) {
+    static float w[12];
+    jp_tensor t[] = {
+        {.name = "head.weight", .dtype = JP_F32, .ndim = 2, .shape = {3, 4}, .strides = {4, 1}, .data = (void *)w},
+        {.name = "emb.weight", .dtype = JP_F32, .ndim = 2, .shape = {3, 4}, .strides = {4, 1}, .data = (void *)w},
+    };
+    for (size_t i = 0; i < 2; i++) t[i].numel = 12, t[i].nbytes = 48;
+    jp_index *ix;
+    jp_err err;
+    CHECK(jp_index_open_tensors(&ix, t, 2, "tied", &err) == JP_OK);
+    jp_leaf_spec leaves[] = {{"emb/embedding", JP_F32, 2, {3, 4}, NULL}};
+    jp_plan *p = NULL;
+    CHECK(jp_match(&p, ix, leaves, 1, NULL, &err) == JP_OK);
+    CHECK(p && p->leaves[0].nparts == 1 && p->nunused == 1);
+    if (p && p->nunused == 1) {
+        CHECK(p->leaves[0].parts[0].from.source == 1 && p->unused[0].source == 0 && p->unused[0].harmless);
+        CHECK_STR(p->unused[0].why, "tied to emb.weight (same storage), which is taken");
+    }
+    CHECK(p && jp_plan_check(p, ix, false, &err) == JP_OK);
+    jp_plan_free(p);
+    jp_index_close(ix);
+}
+
 int main(void) {
     test_names();
     test_layouts();
@@ -318,5 +343,6 @@ int main(void) {
     test_equinox_gru();
     test_stacked_layers();
     test_position_tables();
+    test_tied_copies();
     return check_done("match");
 }
