@@ -122,6 +122,33 @@ static bool is_position_table(const jp_tensor *t, jp_arena *tmp) {
     return alive != 0;
 }
 
+/* A position index: an integer tensor each of whose rows along the last
+ * axis is 0, 1, ..., n - 1 (the position_ids buffer that Hugging Face
+ * checkpoints saved before transformers 4.31 keep). Models make theirs with
+ * arange. Every element is checked. */
+static bool is_position_index(const jp_tensor *t) {
+    if (t->ndim < 1 || !t->data || t->dtype < JP_U8 || t->dtype > JP_I64) return false;
+    int last = t->ndim - 1;
+    int64_t n = t->shape[last];
+    jp_cast c;
+    jp_err e = {0};
+    if (n < 2 || t->numel > (1u << 26) || jp_cast_plan(&c, JP_I64, t->dtype, &e)) return false;
+    int64_t es = (int64_t)jp_dtype_size(t->dtype);
+    for (uint64_t r = 0; r < t->numel / (uint64_t)n; r++) {
+        int64_t at = 0;
+        uint64_t q = r;
+        for (int d = last - 1; d >= 0; d--) {
+            at += (int64_t)(q % (uint64_t)t->shape[d]) * t->strides[d];
+            q /= (uint64_t)t->shape[d];
+        }
+        for (int64_t k = 0; k < n; k++) {
+            int64_t v;
+            if (jp_cast_run(&c, &v, t->data + (at + k * t->strides[last]) * es, 1) != 1 || v != k) return false;
+        }
+    }
+    return true;
+}
+
 /* A slice a leaf takes of a source tensor. */
 typedef struct taken {
     uint32_t source;
@@ -234,6 +261,10 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
         } else if (is_step_counter(t->name)) {
             u->harmless = true;
             u->why = "a BatchNorm step counter; JAX models do not keep one";
+        } else if (is_position_index(t)) {
+            u->harmless = true;
+            u->why = "a position index (0, 1, 2, ... along its last axis); models make theirs with "
+                     "arange";
         } else if (is_position_table(t, &tmp)) {
             u->harmless = true;
             u->why = "a fixed sinusoidal position table; models that compute theirs keep no weight "

@@ -265,8 +265,9 @@ static double sinusoid(int p, int k, int nd, bool interleaved) {
 }
 
 /* A sinusoidal position table no leaf takes is harmless (the target computes
- * its own), in either layout and in bfloat16; one element off, or a
- * learned table of the same shape, is not. */
+ * its own), in either layout and in bfloat16, and so is a position index
+ * (0, 1, 2, ... in each row); one element off, a learned table of the same
+ * shape, or integers that are not positions, are not. */
 static void test_position_tables(void) {
     enum { P = 24, D = 8 };
     static float halves[P][D], learned[P][D], off[P][D], weight[4];
@@ -281,12 +282,22 @@ static void test_position_tables(void) {
             learned[p][k] = (float)((p * 7 + k * 3) % 11) / 11.0f - 0.5f;
         }
     off[P - 1][D - 1] += 0.05f;
+    static int64_t ids[2][P], bad_ids[P];
+    static int8_t codes[P];
+    for (int k = 0; k < P; k++) ids[0][k] = ids[1][k] = bad_ids[k] = k, codes[k] = (int8_t)k;
+    bad_ids[P - 1] = 0;
     jp_tensor t[] = {
         {.name = "out.bias", .dtype = JP_F32, .ndim = 1, .shape = {4}, .strides = {1}, .data = (void *)weight, .numel = 4},
         {.name = "halves", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)halves},
         {.name = "inter", .dtype = JP_BF16, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)inter},
         {.name = "learned", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)learned},
         {.name = "off", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)off},
+        {.name = "position_ids", .dtype = JP_I64, .ndim = 2, .shape = {2, P}, .strides = {P, 1}, .data = (void *)ids,
+         .numel = 2 * P, .nbytes = 16 * P},
+        {.name = "bad_ids", .dtype = JP_I64, .ndim = 1, .shape = {P}, .strides = {1}, .data = (void *)bad_ids,
+         .numel = P, .nbytes = 8 * P},
+        {.name = "codes", .dtype = JP_I8, .ndim = 1, .shape = {P / 2}, .strides = {2}, .data = (void *)codes,
+         .numel = P / 2, .nbytes = P / 2},
     };
     for (size_t i = 1; i < 5; i++) {
         t[i].numel = P * D;
@@ -295,16 +306,18 @@ static void test_position_tables(void) {
     t[0].nbytes = 16;
     jp_index *ix;
     jp_err err;
-    CHECK(jp_index_open_tensors(&ix, t, 5, "tables", &err) == JP_OK);
+    CHECK(jp_index_open_tensors(&ix, t, 8, "tables", &err) == JP_OK);
     jp_leaf_spec leaves[] = {{"out/bias", JP_F32, 1, {4}, NULL}};
     jp_plan *p = NULL;
     CHECK(jp_match(&p, ix, leaves, 1, NULL, &err) == JP_OK);
-    CHECK(p && p->nunused == 4);
+    CHECK(p && p->nunused == 7);
     for (size_t i = 0; p && i < p->nunused; i++) {
         const char *name = jp_index_at(ix, p->unused[i].source)->name;
         bool table = strcmp(name, "halves") == 0 || strcmp(name, "inter") == 0;
-        CHECK(p->unused[i].harmless == table);
+        bool index = strcmp(name, "position_ids") == 0;
+        CHECK(p->unused[i].harmless == (table || index));
         CHECK(!table || strstr(p->unused[i].why, "sinusoidal position table"));
+        CHECK(!index || strstr(p->unused[i].why, "position index"));
     }
     CHECK(p && jp_plan_check(p, ix, false, &err) == JP_MATCH && strstr(err.msg, "learned"));
     jp_plan_free(p);

@@ -72,3 +72,21 @@ def test_a_head_tied_to_the_embeddings_pairs_by_its_own_bias():
         want = model(input_ids=torch.tensor(ids)).logits.numpy()
     got = np.asarray(twin(input_ids=jnp.asarray(ids), params=params).logits)
     assert relative_error(want, got) < 1e-4
+
+
+def test_an_old_checkpoints_position_ids_are_left_over():
+    """Hugging Face checkpoints saved before transformers 4.31 keep
+    embeddings.position_ids (0, 1, 2, ...); Flax models make theirs. The
+    buffer is left over as harmless by its values, and the outputs agree;
+    other integers of that shape would be a loss."""
+    import torch
+    pair = Pair("bert")
+    sd = dict(pair.state_dict())
+    sd["embeddings.position_ids"] = torch.arange(512).unsqueeze(0)
+    params, plan = jaxport.convert(sd, pair.params, return_plan=True)
+    left = {u["tensor"]: u for u in plan.unused}
+    assert left["embeddings.position_ids"]["harmless"] and "position index" in left["embeddings.position_ids"]["why"]
+    assert relative_error(pair.torch_output(), pair.flax_output(params)) < 1e-4
+    sd["embeddings.position_ids"] = torch.arange(512).flip(0).unsqueeze(0)
+    with pytest.raises(jaxport.errors.MatchError, match="embeddings.position_ids"):
+        jaxport.convert(sd, pair.params)
