@@ -672,11 +672,17 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
     return -1;
 }
 
+static bool integer_tensor(const matcher *m, uint32_t tensor) {
+    jp_dtype dt = jp_index_at(m->ix, tensor)->dtype;
+    return dt >= JP_BOOL && dt <= JP_I64;
+}
+
 /* Whether every leaf of t has a source in s, and every parameter of s a
  * leaf in t (buffers JAX does not keep aside): nothing is dropped. A tied
  * copy of an earlier tensor may be left (DistilBERT's vocab_projector.weight
- * is the word embeddings, which Flax's twin reuses); the list of unused
- * tensors says whether what it is tied to is taken. */
+ * is the word embeddings, which Flax's twin reuses), and so may an integer
+ * tensor no float leaf could take (Swin's relative position index beside its
+ * bias table): the list of unused tensors says whether either is harmless. */
 static bool fits(matcher *m, const module *s, const module *t) {
     uint32_t taken = 0;
     for (uint32_t k = 0; k < t->nleaves; k++) {
@@ -688,7 +694,7 @@ static bool fits(matcher *m, const module *s, const module *t) {
     }
     for (uint32_t q = 0; q < s->nleaves && q < 32; q++)
         if (!(taken & (1u << q)) && SL(m, s->leaves[q])->role != JP_ROLE_COUNTER &&
-            m->alias_of[SL(m, s->leaves[q])->tensor] < 0)
+            m->alias_of[SL(m, s->leaves[q])->tensor] < 0 && !integer_tensor(m, SL(m, s->leaves[q])->tensor))
             return false;
     return true;
 }

@@ -1,9 +1,8 @@
 /* Plans that need no matching, and freeing plans. */
 #include "plan.h"
 
-#include "../kernels/cast.h"
+#include "constants.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,73 +79,6 @@ static bool is_step_counter(const char *name) {
     static const char suffix[] = "num_batches_tracked";
     size_t n = strlen(name), k = sizeof suffix - 1;
     return n >= k && strcmp(name + n - k, suffix) == 0 && (n == k || name[n - k - 1] == '.' || name[n - k - 1] == '/');
-}
-
-/* A fixed sinusoidal position table, P positions by D channels: sin and cos
- * of position p times frequency w_m, m < D/2, either in halves (every sin,
- * then every cos: Marian, Pegasus, RoFormer, Whisper) or interleaved (sin,
- * cos of each m: the original Transformer's), with w_m = 10000^(-2m/D) or
- * 10000^(-m/(D/2-1)) (Whisper's). A model that computes its table keeps no
- * weight for it, so a checkpoint's copy is dropped without loss. Every
- * element is checked, within the dtype's rounding and that of an angle
- * computed in float32; random weights never pass. */
-static bool is_position_table(const jp_tensor *t, jp_arena *tmp) {
-    if (t->ndim != 2 || !t->data || !jp_dtype_is_castable_float(t->dtype)) return false;
-    int64_t np = t->shape[0], nd = t->shape[1], h = nd / 2;
-    if (np < 2 || nd < 4 || nd % 2 || t->numel > (1u << 26)) return false;
-    jp_cast c;
-    jp_err e = {0};
-    double *row = jp_arena_alloc_array(tmp, (size_t)nd, sizeof *row);
-    double *w = jp_arena_alloc_array(tmp, 2 * (size_t)h, sizeof *w);
-    if (!row || !w || jp_cast_plan(&c, JP_F64, t->dtype, &e)) return false;
-    for (int64_t m = 0; m < h; m++) {
-        w[m] = pow(10000.0, -2.0 * (double)m / (double)nd);
-        w[h + m] = pow(10000.0, -(double)m / (double)(h - 1));
-    }
-    bool half = t->dtype == JP_F16 || t->dtype == JP_BF16;
-    double tol = (half ? 1e-2 : 1e-3) + 2e-7 * (double)np;
-    size_t es = jp_dtype_size(t->dtype);
-    unsigned alive = 15; /* bit 2 * layout + frequency: halves 0, 1; interleaved 2, 3 */
-    for (int64_t p = 0; p < np && alive; p++) {
-        const uint8_t *r = t->data + p * t->strides[0] * (int64_t)es;
-        for (int64_t k = 0; k < nd; k++)
-            if (jp_cast_run(&c, row + k, r + k * t->strides[1] * (int64_t)es, 1) != 1) return false;
-        for (int64_t m = 0; m < h && alive; m++)
-            for (unsigned f = 0; f < 2; f++) {
-                double a = (double)p * w[f * h + m], sn = sin(a), cs = cos(a);
-                if (!(fabs(row[m] - sn) <= tol && fabs(row[h + m] - cs) <= tol)) alive &= ~(1u << f);
-                if (!(fabs(row[2 * m] - sn) <= tol && fabs(row[2 * m + 1] - cs) <= tol))
-                    alive &= ~(4u << f);
-            }
-    }
-    return alive != 0;
-}
-
-/* A position index: an integer tensor each of whose rows along the last
- * axis is 0, 1, ..., n - 1 (the position_ids buffer that Hugging Face
- * checkpoints saved before transformers 4.31 keep). Models make theirs with
- * arange. Every element is checked. */
-static bool is_position_index(const jp_tensor *t) {
-    if (t->ndim < 1 || !t->data || t->dtype < JP_U8 || t->dtype > JP_I64) return false;
-    int last = t->ndim - 1;
-    int64_t n = t->shape[last];
-    jp_cast c;
-    jp_err e = {0};
-    if (n < 2 || t->numel > (1u << 26) || jp_cast_plan(&c, JP_I64, t->dtype, &e)) return false;
-    int64_t es = (int64_t)jp_dtype_size(t->dtype);
-    for (uint64_t r = 0; r < t->numel / (uint64_t)n; r++) {
-        int64_t at = 0;
-        uint64_t q = r;
-        for (int d = last - 1; d >= 0; d--) {
-            at += (int64_t)(q % (uint64_t)t->shape[d]) * t->strides[d];
-            q /= (uint64_t)t->shape[d];
-        }
-        for (int64_t k = 0; k < n; k++) {
-            int64_t v;
-            if (jp_cast_run(&c, &v, t->data + (at + k * t->strides[last]) * es, 1) != 1 || v != k) return false;
-        }
-    }
-    return true;
 }
 
 /* A slice a leaf takes of a source tensor. */
@@ -254,6 +186,7 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
         jp_plan_unused *u = &p->unused[p->nunused++];
         const jp_tensor *t = jp_index_at(src, i);
         int64_t tied = twin[alias_of[i] >= 0 ? alias_of[i] : (int64_t)i];
+        const char *kind;
         u->source = (uint32_t)i;
         u->harmless = false;
         if (partly[i]) {
@@ -261,14 +194,9 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
         } else if (is_step_counter(t->name)) {
             u->harmless = true;
             u->why = "a BatchNorm step counter; JAX models do not keep one";
-        } else if (is_position_index(t)) {
+        } else if ((kind = jp_constant_kind(t, &tmp)) != NULL) {
             u->harmless = true;
-            u->why = "a position index (0, 1, 2, ... along its last axis); models make theirs with "
-                     "arange";
-        } else if (is_position_table(t, &tmp)) {
-            u->harmless = true;
-            u->why = "a fixed sinusoidal position table; models that compute theirs keep no weight "
-                     "for it";
+            u->why = jp_arena_strdup(&p->arena, kind);
         } else if (tied >= 0) {
             u->harmless = true;
             u->why = jp_arena_printf(&p->arena, "tied to %s (same storage), which is taken",

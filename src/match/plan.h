@@ -88,9 +88,9 @@ jp_code jp_plan_identity(jp_plan **out, const jp_index *ix, jp_dtype dtype, jp_e
 bool jp_index_aliases(const jp_index *ix, int64_t *alias_of, jp_arena *a);
 
 /* Fill p->unused with the tensors of src no leaf takes, each with why: a
- * BatchNorm step counter, a position index (0, 1, 2, ...), a fixed
- * sinusoidal position table or a tied copy of a taken tensor (harmless), or
- * nothing takes it. */
+ * BatchNorm step counter, a tensor the model makes from its shape
+ * (constants.h) or a tied copy of a taken tensor (harmless), or nothing
+ * takes it. */
 jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err);
 /* The same over n tensors the caller describes (arrays in memory: the Python
  * binding's jaxport.save). Names and tensors are borrowed. */

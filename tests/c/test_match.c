@@ -265,10 +265,12 @@ static double sinusoid(int p, int k, int nd, bool interleaved) {
 }
 
 /* A sinusoidal position table no leaf takes is harmless (the target computes
- * its own), in either layout and in bfloat16, and so is a position index
- * (0, 1, 2, ... in each row); one element off, a learned table of the same
- * shape, or integers that are not positions, are not. */
-static void test_position_tables(void) {
+ * its own), in either layout and in bfloat16, and so are a position index
+ * (0, 1, 2, ... in each row), a window's relative position index, a causal
+ * mask (banded too) and a masking constant; one element off, a learned
+ * table of the same shape, integers that are not positions, or a scalar
+ * that is not a masking constant, are not. */
+static void test_constants(void) {
     enum { P = 24, D = 8 };
     static float halves[P][D], learned[P][D], off[P][D], weight[4];
     static uint16_t inter[P][D];
@@ -286,6 +288,22 @@ static void test_position_tables(void) {
     static int8_t codes[P];
     for (int k = 0; k < P; k++) ids[0][k] = ids[1][k] = bad_ids[k] = k, codes[k] = (int8_t)k;
     bad_ids[P - 1] = 0;
+    static bool causal[5][5];
+    static uint8_t band[2][5][5]; /* ones within 2 of the diagonal */
+    static float bad_mask[5][5], masking = -1e4f, scalar = 0.5f;
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++) {
+            causal[i][j] = j <= i;
+            band[0][i][j] = band[1][i][j] = j <= i && i - j < 2;
+            bad_mask[i][j] = causal[i][j];
+        }
+    bad_mask[0][4] = 1.0f;
+    static int64_t window[6][6]; /* a 2 x 3 window's relative position index */
+    for (int hi = 0; hi < 2; hi++)
+        for (int wi = 0; wi < 3; wi++)
+            for (int hj = 0; hj < 2; hj++)
+                for (int wj = 0; wj < 3; wj++)
+                    window[hi * 3 + wi][hj * 3 + wj] = (hi - hj + 1) * 5 + (wi - wj + 2);
     jp_tensor t[] = {
         {.name = "out.bias", .dtype = JP_F32, .ndim = 1, .shape = {4}, .strides = {1}, .data = (void *)weight, .numel = 4},
         {.name = "halves", .dtype = JP_F32, .ndim = 2, .shape = {P, D}, .strides = {D, 1}, .data = (void *)halves},
@@ -296,6 +314,16 @@ static void test_position_tables(void) {
          .numel = 2 * P, .nbytes = 16 * P},
         {.name = "bad_ids", .dtype = JP_I64, .ndim = 1, .shape = {P}, .strides = {1}, .data = (void *)bad_ids,
          .numel = P, .nbytes = 8 * P},
+        {.name = "window", .dtype = JP_I64, .ndim = 2, .shape = {6, 6}, .strides = {6, 1}, .data = (void *)window,
+         .numel = 36, .nbytes = 288},
+        {.name = "causal", .dtype = JP_BOOL, .ndim = 4, .shape = {1, 1, 5, 5}, .strides = {25, 25, 5, 1},
+         .data = (void *)causal, .numel = 25, .nbytes = 25},
+        {.name = "band", .dtype = JP_U8, .ndim = 3, .shape = {2, 5, 5}, .strides = {25, 5, 1}, .data = (void *)band,
+         .numel = 50, .nbytes = 50},
+        {.name = "bad_mask", .dtype = JP_F32, .ndim = 2, .shape = {5, 5}, .strides = {5, 1},
+         .data = (void *)bad_mask, .numel = 25, .nbytes = 100},
+        {.name = "masking", .dtype = JP_F32, .ndim = 0, .data = (void *)&masking, .numel = 1, .nbytes = 4},
+        {.name = "scalar", .dtype = JP_F32, .ndim = 0, .data = (void *)&scalar, .numel = 1, .nbytes = 4},
         {.name = "codes", .dtype = JP_I8, .ndim = 1, .shape = {P / 2}, .strides = {2}, .data = (void *)codes,
          .numel = P / 2, .nbytes = P / 2},
     };
@@ -306,16 +334,19 @@ static void test_position_tables(void) {
     t[0].nbytes = 16;
     jp_index *ix;
     jp_err err;
-    CHECK(jp_index_open_tensors(&ix, t, 8, "tables", &err) == JP_OK);
+    CHECK(jp_index_open_tensors(&ix, t, 14, "tables", &err) == JP_OK);
     jp_leaf_spec leaves[] = {{"out/bias", JP_F32, 1, {4}, NULL}};
     jp_plan *p = NULL;
     CHECK(jp_match(&p, ix, leaves, 1, NULL, &err) == JP_OK);
-    CHECK(p && p->nunused == 7);
+    CHECK(p && p->nunused == 13);
     for (size_t i = 0; p && i < p->nunused; i++) {
         const char *name = jp_index_at(ix, p->unused[i].source)->name;
         bool table = strcmp(name, "halves") == 0 || strcmp(name, "inter") == 0;
-        bool index = strcmp(name, "position_ids") == 0;
-        CHECK(p->unused[i].harmless == (table || index));
+        bool index = strcmp(name, "position_ids") == 0, rel = strcmp(name, "window") == 0;
+        bool mask = strcmp(name, "causal") == 0 || strcmp(name, "band") == 0;
+        CHECK(p->unused[i].harmless == (table || index || rel || mask || strcmp(name, "masking") == 0));
+        CHECK(!mask || strstr(p->unused[i].why, "causal mask"));
+        CHECK(!rel || strstr(p->unused[i].why, "relative position index"));
         CHECK(!table || strstr(p->unused[i].why, "sinusoidal position table"));
         CHECK(!index || strstr(p->unused[i].why, "position index"));
     }
@@ -355,7 +386,7 @@ int main(void) {
     test_match_and_json();
     test_equinox_gru();
     test_stacked_layers();
-    test_position_tables();
+    test_constants();
     test_tied_copies();
     return check_done("match");
 }

@@ -364,6 +364,73 @@ def test_prelu_slope(lib):
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-6)
 
 
+class TorchWindowAttention(torch.nn.Module):
+    """Swin's window attention as torchvision writes it: a learned relative
+    position bias table, indexed by a buffer made from the window size."""
+
+    def __init__(self, dim=8, heads=2, window=(2, 3)):
+        super().__init__()
+        wh, ww = window
+        self.heads = heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.relative_position_bias_table = torch.nn.Parameter(torch.randn((2 * wh - 1) * (2 * ww - 1), heads))
+        coords = torch.flatten(torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")), 1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+        rel[:, :, 0] += wh - 1
+        rel[:, :, 1] += ww - 1
+        rel[:, :, 0] *= 2 * ww - 1
+        self.register_buffer("relative_position_index", rel.sum(-1))
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        a = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5 + bias.permute(2, 0, 1)).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class FlaxWindowAttention(nn.Module):
+    dim: int = 8
+    heads: int = 2
+    window: tuple = (2, 3)
+
+    @nn.compact
+    def __call__(self, x):
+        wh, ww = self.window
+        table = self.param("relative_position_bias_table", nn.initializers.normal(0.02),
+                           ((2 * wh - 1) * (2 * ww - 1), self.heads))
+        h, w = np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")
+        h, w = h.ravel(), w.ravel()
+        index = (h[:, None] - h[None, :] + wh - 1) * (2 * ww - 1) + (w[:, None] - w[None, :] + ww - 1)
+        b, n, d = x.shape
+        qkv = nn.Dense(3 * self.dim, name="qkv")(x).reshape(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        bias = table[index.reshape(-1)].reshape(n, n, -1).transpose(2, 0, 1)
+        a = jax.nn.softmax(q @ k.swapaxes(-2, -1) * (d // self.heads) ** -0.5 + bias, -1)
+        return nn.Dense(self.dim, name="proj")((a @ v).swapaxes(1, 2).reshape(b, n, d))
+
+
+def test_a_window_relative_position_index_is_left_over(tmp_path):
+    """Swin keeps its relative position index as a buffer; a Flax Swin makes
+    it from the window size. It is left over as harmless, by its values, and
+    the outputs agree; an index for another window would be a loss."""
+    tm = TorchWindowAttention().eval()
+    x = np.random.default_rng(0).standard_normal((2, 6, 8)).astype(np.float32)
+    like = FlaxWindowAttention().init(jax.random.key(0), x)
+    path = save(tm, tmp_path)
+    params, plan = jaxport.convert(path, like, return_plan=True)
+    assert [(u["tensor"], u["harmless"]) for u in plan.unused] == [("relative_position_index", True)]
+    assert "relative position index" in plan.unused[0]["why"]
+    with torch.no_grad():
+        want = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(FlaxWindowAttention().apply(params, x)), want, atol=1e-5)
+    state = tm.state_dict()
+    state["relative_position_index"] = state["relative_position_index"].T.contiguous()
+    with pytest.raises(errors.MatchError, match="relative_position_index"):
+        jaxport.convert(state, like)
+
+
 # ---------------------------------------------------------------- mapping files
 
 def test_mapping_file_round_trip_edit_and_staleness(tmp_path):

@@ -90,3 +90,24 @@ def test_an_old_checkpoints_position_ids_are_left_over():
     sd["embeddings.position_ids"] = torch.arange(512).flip(0).unsqueeze(0)
     with pytest.raises(jaxport.errors.MatchError, match="embeddings.position_ids"):
         jaxport.convert(sd, pair.params)
+
+
+def test_an_old_gpt2_checkpoints_masks_are_left_over():
+    """GPT-2 checkpoints saved before transformers made the buffers
+    non-persistent keep each layer's causal mask (attn.bias) and masking
+    constant (attn.masked_bias); Flax's GPT-2 makes its own. They are left
+    over as harmless, by their values, and the outputs agree."""
+    import torch
+    pair = Pair("gpt2")
+    sd = dict(pair.state_dict())
+    n = pair.torch_model.config.n_positions
+    for i in range(pair.torch_model.config.n_layer):
+        sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n, dtype=torch.uint8)).view(1, 1, n, n)
+        sd[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    params, plan = jaxport.convert(sd, pair.params, return_plan=True)
+    why = {u["tensor"]: u["why"] for u in plan.unused if u["harmless"]}
+    assert "causal mask" in why["h.1.attn.bias"] and "masking constant (-10000)" in why["h.1.attn.masked_bias"]
+    assert relative_error(pair.torch_output(), pair.flax_output(params)) < 1e-4
+    sd["h.1.attn.bias"] = torch.ones(1, 1, n, n, dtype=torch.uint8)  # not causal: a loss
+    with pytest.raises(jaxport.errors.MatchError, match="h.1.attn.bias"):
+        jaxport.convert(sd, pair.params)
