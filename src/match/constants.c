@@ -1,6 +1,7 @@
 #include "constants.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "../kernels/cast.h"
 #include "plan.h"
@@ -21,24 +22,37 @@ static int64_t row_start(const jp_tensor *t, uint64_t r) {
     return at;
 }
 
-/* Row r of t cast by c into out (its last axis' length of elements); false
- * when an element does not fit c's type. */
-static bool read_row(const jp_tensor *t, const jp_cast *c, uint64_t r, void *out) {
-    int64_t es = (int64_t)jp_dtype_size(t->dtype), n = t->shape[t->ndim - 1], s = t->strides[t->ndim - 1];
-    const uint8_t *at = t->data + row_start(t, r) * es;
-    if (s == 1) return jp_cast_run(c, out, at, (size_t)n) == (size_t)n;
-    for (int64_t k = 0; k < n; k++)
-        if (jp_cast_run(c, (uint8_t *)out + (size_t)k * c->dst_size, at + k * s * es, 1) != 1) return false;
-    return true;
+/* Reads the rows of a tensor, cast to one type. Elements are first copied
+ * to `raw`: a reader's tensor may sit at any byte, and casts read aligned
+ * elements. */
+typedef struct reader {
+    jp_cast c;
+    uint8_t *raw;
+    void *row; /* one row, cast */
+} reader;
+
+/* A reader of t's rows as dst, when t has data, at least one axis and at
+ * most MAX_NUMEL elements. */
+static bool reader_init(reader *rd, const jp_tensor *t, jp_dtype dst, jp_arena *tmp) {
+    jp_err e = {0};
+    if (!t->data || t->ndim < 1 || !t->numel || t->numel > MAX_NUMEL || jp_cast_plan(&rd->c, dst, t->dtype, &e))
+        return false;
+    size_t n = (size_t)t->shape[t->ndim - 1];
+    rd->raw = jp_arena_alloc_array(tmp, n, jp_dtype_size(t->dtype));
+    rd->row = jp_arena_alloc_array(tmp, n, jp_dtype_size(dst));
+    return rd->raw && rd->row;
 }
 
-/* A cast of t's elements to dst and room for one row of them, when t has
- * data, at least one axis and at most MAX_NUMEL elements. */
-static void *row_reader(const jp_tensor *t, jp_dtype dst, jp_cast *c, jp_arena *tmp) {
-    jp_err e = {0};
-    if (!t->data || t->ndim < 1 || !t->numel || t->numel > MAX_NUMEL || jp_cast_plan(c, dst, t->dtype, &e))
-        return NULL;
-    return jp_arena_alloc_array(tmp, (size_t)t->shape[t->ndim - 1], jp_dtype_size(dst));
+/* Row r of t into rd->row; false when an element does not fit the type. */
+static bool read_row(reader *rd, const jp_tensor *t, uint64_t r) {
+    int64_t n = t->shape[t->ndim - 1], s = t->strides[t->ndim - 1];
+    size_t es = jp_dtype_size(t->dtype);
+    const uint8_t *at = t->data + row_start(t, r) * (int64_t)es;
+    if (s == 1)
+        memcpy(rd->raw, at, (size_t)n * es);
+    else
+        for (int64_t k = 0; k < n; k++) memcpy(rd->raw + (size_t)k * es, at + k * s * (int64_t)es, es);
+    return jp_cast_run(&rd->c, rd->row, rd->raw, (size_t)n) == (size_t)n;
 }
 
 static uint64_t rows_of(const jp_tensor *t) { return t->numel / (uint64_t)t->shape[t->ndim - 1]; }
@@ -46,12 +60,12 @@ static uint64_t rows_of(const jp_tensor *t) { return t->numel / (uint64_t)t->sha
 /* Integers each of whose rows is 0, 1, ..., n - 1: the position_ids buffer
  * that Hugging Face checkpoints saved before transformers 4.31 keep. */
 static bool is_position_index(const jp_tensor *t, jp_arena *tmp) {
-    jp_cast c;
-    int64_t *row;
-    if (!is_integer(t->dtype) || t->shape[t->ndim - 1] < 2 || !(row = row_reader(t, JP_I64, &c, tmp)))
+    reader rd;
+    if (!is_integer(t->dtype) || t->ndim < 1 || t->shape[t->ndim - 1] < 2 || !reader_init(&rd, t, JP_I64, tmp))
         return false;
+    const int64_t *row = rd.row;
     for (uint64_t r = 0; r < rows_of(t); r++) {
-        if (!read_row(t, &c, r, row)) return false;
+        if (!read_row(&rd, t, r)) return false;
         for (int64_t k = 0; k < t->shape[t->ndim - 1]; k++)
             if (row[k] != k) return false;
     }
@@ -64,13 +78,15 @@ static bool is_position_index(const jp_tensor *t, jp_arena *tmp) {
  * in row-major order, is (hi - hj + wh - 1) * (2 ww - 1) + (wi - wj + ww - 1),
  * for some window of n positions. */
 static bool is_relative_position_index(const jp_tensor *t, jp_arena *tmp) {
-    jp_cast c;
+    reader rd;
     int64_t n = t->ndim == 2 ? t->shape[0] : 0;
-    if (!is_integer(t->dtype) || n < 2 || n > MAX_WINDOW || t->shape[1] != n || !row_reader(t, JP_I64, &c, tmp))
+    if (!is_integer(t->dtype) || n < 2 || n > MAX_WINDOW || t->shape[1] != n || !reader_init(&rd, t, JP_I64, tmp))
         return false;
     int64_t *all = jp_arena_alloc_array(tmp, (size_t)(n * n), sizeof *all);
-    for (int64_t i = 0; all && i < n; i++)
-        if (!read_row(t, &c, (uint64_t)i, all + i * n)) return false;
+    for (int64_t i = 0; all && i < n; i++) {
+        if (!read_row(&rd, t, (uint64_t)i)) return false;
+        memcpy(all + i * n, rd.row, (size_t)n * sizeof *all);
+    }
     for (int64_t wh = 1; all && wh <= n; wh++) {
         int64_t ww = n / wh;
         bool ok = wh * ww == n;
@@ -89,15 +105,15 @@ static bool is_relative_position_index(const jp_tensor *t, jp_arena *tmp) {
  * attention) is one too; w is read from the last row. Any dtype whose
  * values are 0 and 1. */
 static bool is_causal_mask(const jp_tensor *t, jp_arena *tmp) {
-    jp_cast c;
-    double *row;
+    reader rd;
     int64_t n = t->ndim >= 2 ? t->shape[t->ndim - 1] : 0, w = 0;
-    if (n < 2 || t->shape[t->ndim - 2] != n || !(row = row_reader(t, JP_F64, &c, tmp))) return false;
-    if (!read_row(t, &c, (uint64_t)(n - 1), row)) return false;
+    if (n < 2 || t->shape[t->ndim - 2] != n || !reader_init(&rd, t, JP_F64, tmp)) return false;
+    const double *row = rd.row;
+    if (!read_row(&rd, t, (uint64_t)(n - 1))) return false;
     while (w < n && row[n - 1 - w] == 1.0) w++;
     for (uint64_t r = 0; r < rows_of(t); r++) {
         int64_t i = (int64_t)(r % (uint64_t)n);
-        if (!read_row(t, &c, r, row)) return false;
+        if (!read_row(&rd, t, r)) return false;
         for (int64_t j = 0; j < n; j++)
             if (row[j] != (j <= i && i - j < w ? 1.0 : 0.0)) return false;
     }
@@ -110,9 +126,11 @@ static bool is_causal_mask(const jp_tensor *t, jp_arena *tmp) {
 static bool is_masking_constant(const jp_tensor *t, double *value) {
     jp_cast c;
     jp_err e = {0};
+    uint8_t raw[8];
     if (t->numel != 1 || !t->data || !jp_dtype_is_castable_float(t->dtype) || jp_cast_plan(&c, JP_F64, t->dtype, &e))
         return false;
-    return jp_cast_run(&c, value, t->data, 1) == 1 && *value <= -1e4;
+    memcpy(raw, t->data, jp_dtype_size(t->dtype));
+    return jp_cast_run(&c, value, raw, 1) == 1 && *value <= -1e4;
 }
 
 /* A fixed sinusoidal position table, P positions by D channels: sin and cos
@@ -122,11 +140,11 @@ static bool is_masking_constant(const jp_tensor *t, double *value) {
  * 10000^(-m/(D/2-1)) (Whisper's). Checked within the dtype's rounding and
  * that of an angle computed in float32; random weights never pass. */
 static bool is_position_table(const jp_tensor *t, jp_arena *tmp) {
-    jp_cast c;
-    double *row;
+    reader rd;
     int64_t np = t->ndim == 2 ? t->shape[0] : 0, nd = t->ndim == 2 ? t->shape[1] : 0, h = nd / 2;
-    if (np < 2 || nd < 4 || nd % 2 || !jp_dtype_is_castable_float(t->dtype) || !(row = row_reader(t, JP_F64, &c, tmp)))
+    if (np < 2 || nd < 4 || nd % 2 || !jp_dtype_is_castable_float(t->dtype) || !reader_init(&rd, t, JP_F64, tmp))
         return false;
+    const double *row = rd.row;
     double *w = jp_arena_alloc_array(tmp, 2 * (size_t)h, sizeof *w);
     if (!w) return false;
     for (int64_t m = 0; m < h; m++) {
@@ -137,7 +155,7 @@ static bool is_position_table(const jp_tensor *t, jp_arena *tmp) {
     double tol = (half ? 1e-2 : 1e-3) + 2e-7 * (double)np;
     unsigned alive = 15; /* bit 2 * layout + frequency: halves 0, 1; interleaved 2, 3 */
     for (int64_t p = 0; p < np && alive; p++) {
-        if (!read_row(t, &c, (uint64_t)p, row)) return false;
+        if (!read_row(&rd, t, (uint64_t)p)) return false;
         for (int64_t m = 0; m < h && alive; m++)
             for (unsigned f = 0; f < 2; f++) {
                 double a = (double)p * w[f * h + m], sn = sin(a), cs = cos(a);
