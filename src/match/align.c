@@ -672,11 +672,6 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
     return -1;
 }
 
-static bool integer_tensor(const matcher *m, uint32_t tensor) {
-    jp_dtype dt = jp_index_at(m->ix, tensor)->dtype;
-    return dt >= JP_BOOL && dt <= JP_I64;
-}
-
 /* Whether every leaf of t has a source in s, and every parameter of s a
  * leaf in t (buffers JAX does not keep aside): nothing is dropped. A tied
  * copy of an earlier tensor may be left (DistilBERT's vocab_projector.weight
@@ -692,10 +687,13 @@ static bool fits(matcher *m, const module *s, const module *t) {
         for (uint32_t q = 0; q < s->nleaves; q++)
             if (s->leaves[q] == (uint32_t)li && q < 32) taken |= 1u << q;
     }
-    for (uint32_t q = 0; q < s->nleaves && q < 32; q++)
-        if (!(taken & (1u << q)) && SL(m, s->leaves[q])->role != JP_ROLE_COUNTER &&
-            m->alias_of[SL(m, s->leaves[q])->tensor] < 0 && !integer_tensor(m, SL(m, s->leaves[q])->tensor))
+    for (uint32_t q = 0; q < s->nleaves && q < 32; q++) {
+        const sleaf *l = SL(m, s->leaves[q]);
+        jp_dtype dt = jp_index_at(m->ix, l->tensor)->dtype;
+        if (!(taken & (1u << q)) && l->role != JP_ROLE_COUNTER && m->alias_of[l->tensor] < 0 && dt != JP_BOOL &&
+            !jp_dtype_is_integer(dt))
             return false;
+    }
     return true;
 }
 

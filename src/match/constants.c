@@ -9,8 +9,6 @@
 #define MAX_NUMEL ((uint64_t)1 << 26) /* larger tensors are not read to be judged */
 #define MAX_WINDOW 1024               /* most positions in a window's relative index */
 
-static bool is_integer(jp_dtype dt) { return dt >= JP_U8 && dt <= JP_I64; }
-
 /* Where row r (the r-th run along the last axis, the leading axes in
  * row-major order) starts, in elements. */
 static int64_t row_start(const jp_tensor *t, uint64_t r) {
@@ -61,7 +59,7 @@ static uint64_t rows_of(const jp_tensor *t) { return t->numel / (uint64_t)t->sha
  * that Hugging Face checkpoints saved before transformers 4.31 keep. */
 static bool is_position_index(const jp_tensor *t, jp_arena *tmp) {
     reader rd;
-    if (!is_integer(t->dtype) || t->ndim < 1 || t->shape[t->ndim - 1] < 2 || !reader_init(&rd, t, JP_I64, tmp))
+    if (!jp_dtype_is_integer(t->dtype) || t->ndim < 1 || t->shape[t->ndim - 1] < 2 || !reader_init(&rd, t, JP_I64, tmp))
         return false;
     const int64_t *row = rd.row;
     for (uint64_t r = 0; r < rows_of(t); r++) {
@@ -80,7 +78,7 @@ static bool is_position_index(const jp_tensor *t, jp_arena *tmp) {
 static bool is_relative_position_index(const jp_tensor *t, jp_arena *tmp) {
     reader rd;
     int64_t n = t->ndim == 2 ? t->shape[0] : 0;
-    if (!is_integer(t->dtype) || n < 2 || n > MAX_WINDOW || t->shape[1] != n || !reader_init(&rd, t, JP_I64, tmp))
+    if (!jp_dtype_is_integer(t->dtype) || n < 2 || n > MAX_WINDOW || t->shape[1] != n || !reader_init(&rd, t, JP_I64, tmp))
         return false;
     int64_t *all = jp_arena_alloc_array(tmp, (size_t)(n * n), sizeof *all);
     for (int64_t i = 0; all && i < n; i++) {

@@ -227,6 +227,8 @@ bool jp_dtype_is_castable_float(jp_dtype dt) {
     return dt == JP_F16 || dt == JP_BF16 || dt == JP_F32 || dt == JP_F64;
 }
 
+bool jp_dtype_is_integer(jp_dtype dt) { return dt >= JP_U8 && dt <= JP_I64; }
+
 jp_code jp_plan_cast_floats(jp_plan *p, jp_dtype dtype, jp_err *err) {
     if (!jp_dtype_is_castable_float(dtype))
         return jp_err_set(err, JP_ARGUMENT, JP_NO_OFFSET, NULL,

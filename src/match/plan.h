@@ -102,6 +102,8 @@ jp_code jp_plan_identity_tensors(jp_plan **out, const jp_tensor *tensors, size_t
  * type; complex would lose its imaginary part; float8 and float4 tensors are
  * quantized weights that go with scales, so they are left as they are too. */
 bool jp_dtype_is_castable_float(jp_dtype dt);
+/* Whether dt is one of the integer types, uint8 to int64 (bool is not). */
+bool jp_dtype_is_integer(jp_dtype dt);
 
 /* Set every leaf whose dtype is such a float to dtype (a plain conversion's
  * --dtype); other leaves keep theirs. JP_ARGUMENT unless dtype is one too. */
