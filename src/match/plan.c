@@ -194,13 +194,13 @@ jp_code jp_plan_list_unused(jp_plan *p, const jp_index *src, jp_err *err) {
         } else if (is_step_counter(t->name)) {
             u->harmless = true;
             u->why = "a BatchNorm step counter; JAX models do not keep one";
-        } else if ((kind = jp_constant_kind(t, &tmp)) != NULL) {
-            u->harmless = true;
-            u->why = jp_arena_strdup(&p->arena, kind);
-        } else if (tied >= 0) {
+        } else if (tied >= 0) { /* before the constants: no data to read */
             u->harmless = true;
             u->why = jp_arena_printf(&p->arena, "tied to %s (same storage), which is taken",
                                      jp_index_at(src, (size_t)tied)->name);
+        } else if ((kind = jp_constant_kind(t, &tmp)) != NULL) {
+            u->harmless = true;
+            u->why = jp_arena_strdup(&p->arena, kind);
         } else {
             u->why = "no leaf of the target takes it";
         }
