@@ -10,6 +10,9 @@ The model is an MLP (W -> 4W -> W, tanh) on a (B, W) float32 input. Rows:
                  and apply called outside jit (eager)
   fwd+bwd        torch: loss.backward() (params and input grads); jax and
                  bridge: jax.jit(jax.grad(loss, argnums=(0, 1)))
+  jvp            forward mode in the params and the input at once: torch:
+                 torch.func.jvp of torch.func.functional_call; jax and
+                 bridge: jax.jit(jax.jvp(...))
   callback floor jax.jit of a jax.pure_callback that returns its input
                  (numpy), the least any callback costs
 Each time is microseconds per call: N calls back to back (each waited for
@@ -80,6 +83,17 @@ def main():
         xg.grad = None
         (m(xg) ** 2).mean().backward()
 
+    params_t = {k: t.detach() for k, t in m.named_parameters()}
+    tangents_t = {k: torch.full_like(t, 0.1) for k, t in params_t.items()}
+
+    def torch_jvp():
+        with torch.no_grad():
+            torch.func.jvp(lambda q, x: torch.func.functional_call(m, q, (x,)), (params_t, xt),
+                           (tangents_t, xt))
+
+    tv = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.1), v)
+    jax_j = jax.jit(lambda p, x, tp, tx: jax.jvp(jax_mlp, (p, x), (tp, tx)))
+    bridge_j = jax.jit(lambda v, x, tv, tx: jax.jvp(apply, (v, x), (tv, tx)))
     jax_f = jax.jit(jax_mlp)
     bridge_f = jax.jit(apply)
     jax_g = jax.jit(jax.grad(lambda p, x: (jax_mlp(p, x) ** 2).mean(), argnums=(0, 1)))
@@ -95,14 +109,17 @@ def main():
         "torch bwd": torch_bwd,
         "jax bwd": lambda: ready(jax_g(p, x)),
         "bridge bwd": lambda: ready(bridge_g(v, x)),
+        "torch jvp": torch_jvp,
+        "jax jvp": lambda: ready(jax_j(p, x, tv["params"], x)),
+        "bridge jvp": lambda: ready(bridge_j(v, x, tv, x)),
         "floor": lambda: ready(floor(x)),
     }, a.calls, a.repeat)
     print(f"MLP {w}->{4 * w}->{w}, tanh, batch {a.batch}, float32; jax {jax.__version__} on "
           f"{jax.default_backend()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{os.cpu_count()} cores; us per call, best of {a.repeat} x {a.calls} calls")
     print(f"{'':14} {'torch':>8} {'jax':>8} {'bridge':>8} {'overhead':>9} {'bridge/torch':>13} {'bridge/jax':>11}")
-    for row, b in (("forward", "bridge fwd"), ("forward eager", "bridge eager"), ("fwd+bwd", "bridge bwd")):
-        k = "fwd" if row.startswith("forward") else "bwd"
+    for row, b, k in (("forward", "bridge fwd", "fwd"), ("forward eager", "bridge eager", "fwd"),
+                      ("fwd+bwd", "bridge bwd", "bwd"), ("jvp", "bridge jvp", "jvp")):
         tt, tj, tb = t[f"torch {k}"], t[f"jax {k}"], t[b]
         print(f"{row:14} {tt:8.1f} {tj:8.1f} {tb:8.1f} {tb - tt:9.1f} {tb / tt:13.2f} {tb / tj:11.2f}")
     print(f"{'callback floor':14} {'':8} {'':8} {t['floor']:8.1f}   (jit of a pure_callback returning its input)")

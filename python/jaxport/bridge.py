@@ -1,12 +1,14 @@
-"""The runtime bridge: call PyTorch code from JAX, under jit, grad, vjp and vmap.
+"""The runtime bridge: call PyTorch code from JAX, under jit, vmap and every
+derivative (grad, vjp, jvp, jacfwd, hessian, to any order).
 
 ``wrap(fn)`` turns a function of torch tensors into a function of JAX arrays.
 Each call becomes one host callback (the lowering of ``jax.pure_callback``)
 whose Python function hands XLA's buffers to torch through DLPack, runs ``fn``
-under ``torch.no_grad`` and hands torch's results back. Gradients go through
-``jax.custom_vjp``: the backward pass is itself a wrapped torch function, the
-``torch.func.vjp`` of the forward one, so it can be differentiated again (grad
-of grad), to any order.
+under ``torch.no_grad`` and hands torch's results back. Derivatives go through
+a primitive with JAX's JVP, transpose and vmap rules: the JVP is another
+wrapped torch function (``torch.func.jvp`` of the first), whose transpose is
+a third (``torch.func.vjp``), and so on, so that forward and reverse mode mix
+and nest to any order.
 
 Where bytes are copied, per call, on CPU:
   - inputs: none made by the bridge. torch views the buffers XLA hands the
@@ -101,7 +103,7 @@ def _to_torch(a):
     return torch.from_dlpack(a)
 
 
-def _to_host(t, want, path, exact):
+def _to_host(t, want, path):
     """A torch result as a numpy array sharing its memory, after checking it
     against the shape and dtype JAX was promised."""
     torch = _torch()
@@ -113,9 +115,7 @@ def _to_host(t, want, path, exact):
             "CPU tensors only (call .cpu() in the torch function, or keep the module on CPU)")
     got_shape = tuple(t.shape)
     want_shape = tuple(want.shape)
-    ok = got_shape == want_shape if exact else (
-        len(got_shape) >= len(want_shape) and got_shape[len(got_shape) - len(want_shape):] == want_shape)
-    if not ok:
+    if got_shape != want_shape:
         raise BridgeError(f"{path}: torch returned shape {got_shape}, expected {want_shape}")
     got_dtype = _np_dtype(t.dtype)
     if got_dtype != np.dtype(want.dtype):
@@ -137,159 +137,248 @@ def _check_jax_dtype(dtype, path):
 
 # --- the host call -------------------------------------------------------------
 
-# jax.pure_callback hands its Python function jax arrays, which it makes with
-# jax.device_put from XLA's host buffers: a copy and about 75 us per argument
-# on CPU (jax 0.10), which dominates a call with a module's parameters. The
-# primitive below is pure_callback without that step: the same lowering
-# (jax._src.callback.emit_python_callback), the same vmap rule (the FFI's,
-# with vmap_method), but its Python function gets XLA's read-only numpy views
-# of the argument buffers. These are private JAX functions: if they are not
-# there (another JAX version), the bridge uses jax.pure_callback instead.
-# Set JAXPORT_BRIDGE_PURE_CALLBACK=1 to force that path.
+# Every call of a torch function is one bind of the primitive
+# ``jaxport_torch_call``, with the node (the torch function and its
+# derivatives, below) and the result avals as parameters. The primitive has
+# JAX's three rules of its own: a JVP (another node: torch.func.jvp), a
+# transpose for nodes linear in some inputs (the JVP node and the VJP node of
+# a function are each other's transposes), and a vmap rule (vmap_method).
+#
+# Its lowering is jax.pure_callback's (jax._src.callback.emit_python_callback)
+# without one step: pure_callback hands its Python function jax arrays, which
+# it makes with jax.device_put from XLA's host buffers, a copy and about 75 us
+# per argument on CPU (jax 0.10), which dominates a call with a module's
+# parameters; here the Python function gets XLA's read-only numpy views of the
+# argument buffers. That lowering is a private JAX function: if it is not
+# there (another JAX version), the primitive lowers to jax.pure_callback
+# instead. Set JAXPORT_BRIDGE_PURE_CALLBACK=1 to force that path.
 
 _PRIM = []
 
 
-def _host_call_primitive():
+def _prim():
     if not _PRIM:
-        _PRIM.append(_make_host_call_primitive())
+        import os
+        direct = None if os.environ.get("JAXPORT_BRIDGE_PURE_CALLBACK") else _direct_lowering()
+        _PRIM.append(_make_primitive(direct))
     return _PRIM[0]
 
 
-def _make_host_call_primitive():
-    import os
-    if os.environ.get("JAXPORT_BRIDGE_PURE_CALLBACK"):
-        return None
+def _direct_lowering():
+    """What registers the primitive's evaluation as a host callback that gets
+    numpy views, or None where this JAX lacks the private functions it needs."""
+    from jax.interpreters import mlir
     try:
         from jax._src import callback as jcb
-        from jax._src import core as jcore
-        from jax._src import dispatch, ffi
-        from jax._src.interpreters import batching, mlir
+        from jax._src import dispatch
         emit, op_sharding = jcb.emit_python_callback, jcb._callback_op_sharding
-        prim = jcore.Primitive("jaxport_torch_call")
-        prim.multiple_results = True
-        dispatch.prim_requires_devices_during_lowering.add(prim)
-        prim.def_impl(functools.partial(dispatch.apply_primitive, prim))
-        prim.def_abstract_eval(lambda *avals, host, result_avals, vmap_method: result_avals)
-        batching.primitive_batchers[prim] = functools.partial(ffi.ffi_batching_rule, prim)
-
-        def lowering(ctx, *args, host, result_avals, vmap_method):
-            sharding = op_sharding(ctx.module_context.axis_context, None, ctx.avals_out)
-            result, _, _ = emit(ctx, host, None, list(args), ctx.avals_in, ctx.avals_out,
-                                has_side_effect=False, returns_token=False, sharding=sharding)
-            return result
-
-        mlir.register_lowering(prim, lowering, cacheable=False)
-        return prim
-    except (ImportError, AttributeError, TypeError):
+        apply, needs_devices = dispatch.apply_primitive, dispatch.prim_requires_devices_during_lowering
+    except (ImportError, AttributeError):
         return None
 
+    def lowering(ctx, *args, node, result_avals, vmap_method):
+        sharding = op_sharding(ctx.module_context.axis_context, None, ctx.avals_out)
+        result, _, _ = emit(ctx, functools.partial(node.host, result_avals), None, list(args),
+                            ctx.avals_in, ctx.avals_out, has_side_effect=False,
+                            returns_token=False, sharding=sharding)
+        return result
 
-# --- one flat torch function as a differentiable JAX function ---------------
+    def register(prim):
+        needs_devices.add(prim)
+        prim.def_impl(functools.partial(apply, prim))
+        mlir.register_lowering(prim, lowering, cacheable=False)
+
+    return register
+
+
+def _make_primitive(direct):
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+
+    prim = Primitive("jaxport_torch_call")
+    prim.multiple_results = True
+
+    def by_callback(*xs, node, result_avals, vmap_method):
+        shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in result_avals]
+        return jax.pure_callback(functools.partial(node.host, result_avals), shapes, *xs)
+
+    prim.def_abstract_eval(lambda *avals, node, result_avals, vmap_method: result_avals)
+    if direct is None:
+        prim.def_impl(by_callback)
+        mlir.register_lowering(prim, mlir.lower_fun(by_callback, multiple_results=True))
+    else:
+        direct(prim)
+    ad.primitive_jvps[prim] = functools.partial(_jvp_rule, prim)
+    ad.primitive_transposes[prim] = functools.partial(_transpose_rule, prim)
+    batching.primitive_batchers[prim] = functools.partial(_vmap_rule, prim)
+    return prim
+
+
+def _aval(a):
+    return jax.core.ShapedArray(tuple(a.shape), np.dtype(a.dtype))
+
+
+def _jvp_rule(prim, primals, tangents, *, node, result_avals, vmap_method):
+    from jax.interpreters import ad
+    outs = prim.bind(*primals, node=node, result_avals=result_avals, vmap_method=vmap_method)
+    moving = tuple(i for i, (d, t) in enumerate(zip(node.diff_in, tangents))
+                   if d and type(t) is not ad.Zero)
+    if not moving or not any(node.diff_out):
+        return outs, [ad.Zero(a.to_tangent_aval()) for a in result_avals]
+    jvp = node.derived("jvp", moving)
+    ts = [ad.instantiate_zeros(tangents[i]) for i in moving]
+    touts = iter(jvp.bind(list(primals) + ts,
+                          [a for a, d in zip(result_avals, node.diff_out) if d]))
+    return outs, [next(touts) if d else ad.Zero(a.to_tangent_aval())
+                  for d, a in zip(node.diff_out, result_avals)]
+
+
+def _transpose_rule(prim, cts, *args, node, result_avals, vmap_method):
+    from jax.interpreters import ad
+    if node.linear is None or any(ad.is_undefined_primal(a) for i, a in enumerate(args)
+                                  if i not in node.linear):
+        raise BridgeError("a wrapped torch function was transposed in an input it is not linear in")
+    residuals = [a for i, a in enumerate(args) if i not in node.linear]
+    cts = [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cts, result_avals)]
+    lin = [args[i] for i in node.linear]
+    avals = [_aval(a.aval if ad.is_undefined_primal(a) else a) for a in lin]
+    grads = node.transposed().bind(residuals + cts, avals)
+    out = [None] * len(args)
+    for i, a, g in zip(node.linear, lin, grads):
+        if ad.is_undefined_primal(a):
+            out[i] = g
+    return out
+
+
+def _vmap_rule(prim, args, dims, *, node, result_avals, vmap_method):
+    """vmap_method as jax.pure_callback has it: "sequential" runs one call
+    per batch element in a lax.map ("sequential_unrolled": a Python loop);
+    "expand_dims" gives unbatched inputs a leading axis of 1 and
+    "broadcast_all" tiles them to the batch, for one call on the batch."""
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    mapped = [i for i, d in enumerate(dims) if d is not None]
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+    if vmap_method in _SEQUENTIAL:
+        def one(xs):
+            full = list(args)
+            for i, x in zip(mapped, xs):
+                full[i] = x
+            return prim.bind(*full, node=node, result_avals=result_avals, vmap_method=vmap_method)
+
+        batched = [args[i] for i in mapped]
+        if vmap_method == "sequential":
+            outs = jax.lax.map(one, batched)
+        else:
+            rows = [one([x[k] for x in batched]) for k in range(size)]
+            outs = [jnp.stack(col) for col in zip(*rows)]
+    else:
+        for i, d in enumerate(dims):
+            if d is None:
+                a = args[i][None]
+                args[i] = a if vmap_method == "expand_dims" else jnp.broadcast_to(a, (size,) + a.shape[1:])
+        avals = tuple(jax.core.ShapedArray((size,) + a.shape, a.dtype) for a in result_avals)
+        outs = prim.bind(*args, node=node, result_avals=avals, vmap_method=vmap_method)
+    return list(outs), [0] * len(outs)
+
+
+# --- one flat torch function and its derivatives ----------------------------
 
 
 class _Node:
     """A torch function of a flat list of tensors returning a flat list of
-    tensors, with fixed input and output avals, as a JAX function with a custom
-    VJP whose backward pass is another _Node (built on first use)."""
+    tensors, bound as the primitive above. Its derivatives are nodes too, made
+    on first use: ("jvp", moving) is torch.func.jvp of it in the inputs
+    `moving`, ("vjp", moving) torch.func.vjp; each is linear in its last
+    inputs (the tangents, the cotangents) and the other's transpose there.
+    Their own derivatives are made the same way, to any order."""
 
-    def __init__(self, tfn, in_avals, diff_in, out_avals, out_paths, vmap_method):
+    def __init__(self, tfn, in_avals, diff_in, out_avals, out_paths, vmap_method, linear=None,
+                 parent=None, transposed=None):
         self.tfn = tfn
         self.in_avals = tuple(in_avals)
-        self.diff_in = tuple(diff_in)      # bool per input: gets a cotangent
+        self.diff_in = tuple(diff_in)      # bool per input: has a tangent / gets a cotangent
         self.out_avals = tuple(out_avals)
         self.out_paths = tuple(out_paths)
         self.vmap_method = vmap_method
-        self.exact = vmap_method in _SEQUENTIAL
         self.diff_out = tuple(_is_float(a.dtype) or _is_complex(a.dtype) for a in self.out_avals)
-        self._bwd = None
+        self.linear = linear               # the inputs tfn is linear in (derivative nodes)
+        self._parent = parent              # the node this one is a derivative of
+        self._transposed = transposed      # (kind, moving): the parent's node that is this one's transpose
+        self._derived = {}
         self._lock = threading.Lock()
+        # jit: called outside any transformation, one cached dispatch.
+        self.call = jax.jit(lambda *xs: self.bind(xs, self.out_avals))
 
-        @jax.custom_vjp
-        def call(*xs):
-            return self._callback(xs)
+    def bind(self, xs, result_avals):
+        return _prim().bind(*xs, node=self, result_avals=tuple(_aval(a) for a in result_avals),
+                            vmap_method=self.vmap_method)
 
-        def fwd(*xs):
-            # call, not _callback: under an outer derivative (grad of grad)
-            # the forward pass must itself be differentiable.
-            return call(*xs), xs
-
-        def bwd(xs, cts):
-            return self._backward(xs, cts)
-
-        call.defvjp(fwd, bwd)
-        # jit: called outside any transformation, one cached dispatch instead
-        # of the custom_vjp machinery run op by op; inside one, it inlines.
-        self.call = jax.jit(call)
-
-    def _callback(self, xs):
-        prim = _host_call_primitive()
-        if prim is None:
-            return jax.pure_callback(self._host, self.out_avals, *xs, vmap_method=self.vmap_method)
-        avals = tuple(jax.core.ShapedArray(a.shape, a.dtype) for a in self.out_avals)
-        return prim.bind(*xs, host=self._host, result_avals=avals, vmap_method=self.vmap_method)
-
-    def _host(self, *arrays):
+    def host(self, result_avals, *arrays):
         torch = _torch()
         with torch.no_grad():
             outs = self.tfn([_to_torch(a) for a in arrays])
-        if len(outs) != len(self.out_avals):
+        if len(outs) != len(result_avals):
             raise BridgeError(
-                f"the torch function returned {len(outs)} tensors, expected {len(self.out_avals)}")
-        return tuple(_to_host(t, a, p, self.exact) for t, a, p in zip(outs, self.out_avals, self.out_paths))
+                f"the torch function returned {len(outs)} tensors, expected {len(result_avals)}")
+        return tuple(_to_host(t, a, p) for t, a, p in zip(outs, result_avals, self.out_paths))
 
-    def _backward(self, xs, cts):
-        n_in = sum(self.diff_in)
-        n_out = sum(self.diff_out)
-        if n_in == 0 or n_out == 0:
-            return tuple(None for _ in xs)
-        node = self._backward_node()
-        cts_diff = [c for c, d in zip(cts, self.diff_out) if d]
-        grads = iter(node.call(*xs, *cts_diff))
-        return tuple(next(grads) if d else None for d in self.diff_in)
+    def transposed(self):
+        kind, moving = self._transposed
+        return self._parent.derived(kind, moving)
 
-    def _backward_node(self):
+    def derived(self, kind, moving):
         with self._lock:
-            if self._bwd is None:
-                self._bwd = self._make_backward_node()
-            return self._bwd
+            node = self._derived.get((kind, moving))
+            if node is None:
+                node = self._derived[(kind, moving)] = self._derive(kind, moving)
+            return node
 
-    def _make_backward_node(self):
-        for a, d in zip(self.in_avals + self.out_avals, self.diff_in + self.diff_out):
-            if d and _is_complex(a.dtype):
-                raise BridgeError("gradients through complex tensors are not supported by the bridge "
+    def _derive(self, kind, moving):
+        outs = [k for k, d in enumerate(self.diff_out) if d]
+        for a in [self.in_avals[i] for i in moving] + [self.out_avals[k] for k in outs]:
+            if _is_complex(a.dtype):
+                raise BridgeError("derivatives through complex tensors are not supported by the bridge "
                                   "(torch and JAX use different conventions for them)")
         torch = _torch()
-        n = len(self.in_avals)
-        diff_in, diff_out, tfn = self.diff_in, self.diff_out, self.tfn
+        n, tfn = len(self.in_avals), self.tfn
 
-        def vjp_tfn(tensors):
-            xs, cts = tensors[:n], tensors[n:]
-            diff_idx = [i for i, d in enumerate(diff_in) if d]
-
-            def f(*diff_xs):
+        def restricted(xs):
+            def f(*moved):
                 full = list(xs)
-                for i, x in zip(diff_idx, diff_xs):
+                for i, x in zip(moving, moved):
                     full[i] = x
-                outs = tfn(full)
-                return tuple(o for o, d in zip(outs, diff_out) if d)
+                got = tfn(full)
+                return tuple(got[k] for k in outs)
+            return f, [xs[i] for i in moving]
 
-            # torch.func.vjp ignores the caller's torch.no_grad (it is a
-            # function transform), so this runs under the host's no_grad.
-            _, pullback = torch.func.vjp(f, *[xs[i] for i in diff_idx])
-            grads = pullback(tuple(cts))
-            return [torch.zeros_like(xs[i]) if g is None else g for i, g in zip(diff_idx, grads)]
-
-        ct_avals = [a for a, d in zip(self.out_avals, diff_out) if d]
-        grad_avals = [a for a, d in zip(self.in_avals, diff_in) if d]
-        paths = [f"gradient of input {i}" for i, d in enumerate(diff_in) if d]
+        # torch.func transforms ignore the caller's torch.no_grad, so these
+        # run under the host's no_grad.
+        if kind == "jvp":
+            def dtfn(tensors):
+                f, at = restricted(tensors[:n])
+                return list(torch.func.jvp(f, tuple(at), tuple(tensors[n:]))[1])
+            extra = [self.in_avals[i] for i in moving]
+            result = [self.out_avals[k] for k in outs]
+            paths = [f"tangent of {self.out_paths[k]}" for k in outs]
+            other = "vjp"
+        else:
+            def dtfn(tensors):
+                f, at = restricted(tensors[:n])
+                grads = torch.func.vjp(f, *at)[1](tuple(tensors[n:]))
+                return [torch.zeros_like(x) if g is None else g for x, g in zip(at, grads)]
+            extra = [self.out_avals[k] for k in outs]
+            result = [self.in_avals[i] for i in moving]
+            paths = [f"gradient of input {i}" for i in moving]
+            other = "jvp"
         # Under vmap with "expand_dims", an unbatched input reaches torch with
-        # a leading axis of 1, and its gradient would come back summed over
-        # the batch; JAX wants one per batch element, which "broadcast_all"
-        # (the input tiled to the batch) gives.
+        # a leading axis of 1: its gradient would come back summed over the
+        # batch where JAX wants one per batch element, and torch.func.jvp
+        # wants a tangent of its primal's shape. "broadcast_all" (the input
+        # tiled to the batch) gives both.
         method = "broadcast_all" if self.vmap_method == "expand_dims" else self.vmap_method
-        return _Node(vjp_tfn, list(self.in_avals) + ct_avals, list(diff_in) + [True] * len(ct_avals),
-                     grad_avals, paths, method)
+        return _Node(dtfn, self.in_avals + tuple(extra), self.diff_in + (True,) * len(extra), result,
+                     paths, method, linear=tuple(range(n, n + len(extra))), parent=self,
+                     transposed=(other, moving))
 
 
 # --- wrap -------------------------------------------------------------------
@@ -432,7 +521,8 @@ def _infer(run, in_avals, example):
 def wrap(fn, out_shapes=None, *, example_args=None, example_kwargs=None, nondiff_argnums=(),
          vmap_method="sequential"):
     """Turn ``fn``, a function of (pytrees of) torch tensors, into a function of
-    (pytrees of) JAX arrays that works under jax.jit, grad, vjp and vmap.
+    (pytrees of) JAX arrays that works under jax.jit, vmap and every
+    derivative (grad, vjp, jvp, jacfwd, hessian, to any order).
 
     Array leaves of the arguments (jax arrays, numpy arrays, tracers) reach
     ``fn`` as CPU torch tensors; other leaves (ints, strings, None) reach it as
@@ -445,8 +535,9 @@ def wrap(fn, out_shapes=None, *, example_args=None, example_kwargs=None, nondiff
         on zeros when ``fn`` cannot run on meta tensors.
     example_args, example_kwargs: learn the outputs now, by running ``fn`` on
         these values once.
-    nondiff_argnums: positional arguments that get no gradient (always zero);
-        integer and boolean leaves never get one (their cotangent is float0).
+    nondiff_argnums: positional arguments that get no gradient (always zero)
+        and whose tangent is taken as zero; integer and boolean leaves never
+        get one (their cotangent is float0).
     vmap_method: how jax.vmap runs the callback (see jax.pure_callback):
         "sequential" (default) calls ``fn`` once per batch element;
         "expand_dims" and "broadcast_all" call it once on the whole batch, for
@@ -466,7 +557,7 @@ def _tensor_to_jax(t, what):
                           "(module.cpu()), since the bridge runs torch on the host")
     dt = _np_dtype(t.dtype)
     want = jax.dtypes.canonicalize_dtype(dt)
-    host = _to_host(t, jax.ShapeDtypeStruct(tuple(t.shape), dt), what, True)
+    host = _to_host(t, jax.ShapeDtypeStruct(tuple(t.shape), dt), what)
     return jnp.array(host.astype(want) if want != dt else host, copy=True)
 
 

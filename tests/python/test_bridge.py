@@ -94,25 +94,85 @@ def test_public_pure_callback_path(monkeypatch):
     # the bridge's host call uses JAX internals when present, else
     # jax.pure_callback; both give the same values and gradients
     from jaxport import bridge
-    monkeypatch.setattr(bridge, "_PRIM", [None])
+    monkeypatch.setattr(bridge, "_PRIM", [bridge._make_primitive(None)])
     f = jaxport.wrap(torch_fn)
     x, pair = fn_args()
     close(jax.jit(f)(x, pair), jax_fn(x, pair))
     close(jax.grad(jax.grad(lambda t: f(t, pair)["b"]))(x[0, 0]),
           jax.grad(jax.grad(lambda t: jax_fn(t, pair)["b"]))(x[0, 0]))
     close(jax.vmap(f, in_axes=(0, None))(x[None], pair), jax.vmap(jax_fn, in_axes=(0, None))(x[None], pair))
+    forward_mode_checks(jaxport.wrap(lambda x: torch.sin(x) * x.sum()), lambda x: jnp.sin(x) * x.sum(),
+                        rand(0, 4, 3))
     h = jaxport.wrap(lambda a: (a * 2, a.float()))
     b = x.astype(jnp.bfloat16)
     close(h(b), (b * 2, b.astype(jnp.float32)))
 
 
-def test_jacobians_reverse_only():
+def forward_mode_checks(f, ref, x):
+    """jvp, jacfwd, linearize, hessian (forward over reverse) and the other
+    mixes of modes, against the same function written in JAX."""
+    t = rand(9, *x.shape)
+    close(jax.jvp(f, (x,), (t,)), jax.jvp(ref, (x,), (t,)))
+    close(jax.jit(jax.jacfwd(f))(x), jax.jacfwd(ref)(x))
+    y, f_lin = jax.linearize(f, x)
+    close((y, f_lin(t)), (ref(x), jax.linearize(ref, x)[1](t)))
+    scalar = lambda g: lambda x: (g(x) ** 2).sum()  # noqa: E731
+    tol = dict(rtol=1e-4, atol=1e-5)
+    close(jax.jit(jax.hessian(scalar(f)))(x), jax.hessian(scalar(ref))(x), **tol)
+    close(jax.jacfwd(jax.jacfwd(f))(x), jax.jacfwd(jax.jacfwd(ref))(x), **tol)
+    close(jax.jacrev(jax.jacfwd(f))(x), jax.jacrev(jax.jacfwd(ref))(x), **tol)
+    close(jax.jit(jax.jacrev(jax.jacrev(f)))(x), jax.jacrev(jax.jacrev(ref))(x), **tol)
+    # a third derivative, forward over forward over reverse
+    third = lambda g: jax.jvp(jax.hessian(scalar(g)), (x,), (t,))[1]  # noqa: E731
+    close(third(f), third(ref), **tol)
+
+
+def test_forward_mode():
     f = jaxport.wrap(lambda x: torch.sin(x) * x.sum())
-    ref = lambda x: jnp.sin(x) * x.sum()  # noqa: E731
-    x = rand(4, 3)
-    close(jax.jit(jax.jacrev(jax.jacrev(f)))(x), jax.jacrev(jax.jacrev(ref))(x), rtol=1e-4, atol=1e-5)
-    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
-        jax.jacfwd(f)(x)
+    forward_mode_checks(f, lambda x: jnp.sin(x) * x.sum(), rand(0, 4, 3))
+
+
+def test_forward_mode_batched_methods():
+    # jacfwd is a vmap over tangents with the primal unbatched: with
+    # "expand_dims" torch gets the primal tiled to the batch (torch.func.jvp
+    # wants each tangent the shape of its primal)
+    for method in ("expand_dims", "broadcast_all", "sequential_unrolled"):
+        f = jaxport.wrap(lambda x: torch.tanh(x) * 2, vmap_method=method)
+        ref = lambda x: jnp.tanh(x) * 2  # noqa: E731
+        x = rand(0, 5)
+        close(jax.jacfwd(f)(x), jax.jacfwd(ref)(x))
+        close(jax.vmap(jax.jacfwd(f))(jnp.stack([x, -x])), jax.vmap(jax.jacfwd(ref))(jnp.stack([x, -x])))
+        close(jax.jacfwd(jax.vmap(f))(jnp.stack([x, -x])), jax.jacfwd(jax.vmap(ref))(jnp.stack([x, -x])))
+
+
+def test_forward_mode_partial_inputs():
+    # integer inputs and outputs have no tangent; a nondiff argument's
+    # tangent is taken as zero, as its cotangent is
+    f = jaxport.wrap(lambda x, idx: (x[idx] * 3.0, torch.argmax(x).to(torch.int32)))
+    x, idx = rand(0, 5), jnp.array([4, 0, 4], jnp.int32)
+    t = rand(1, 5)
+    (v, am), (tv, tam) = jax.jvp(lambda x: f(x, idx), (x,), (t,))
+    close(tv, t[idx] * 3.0)
+    assert tam.dtype == jax.dtypes.float0
+    g = jaxport.wrap(lambda x, y: x * y, nondiff_argnums=(1,))
+    y = rand(2, 5)
+    close(jax.jvp(g, (x, y), (t, t))[1], t * y)
+
+
+def test_reverse_mode_runs_no_forward_mode_pass(monkeypatch):
+    # reverse mode transposes the JVP node into the VJP node: torch's
+    # forward-mode AD never runs
+    def refuse(*a, **k):
+        raise AssertionError("torch.func.jvp ran under reverse mode")
+
+    monkeypatch.setattr(torch.func, "jvp", refuse)
+    f = jaxport.wrap(lambda x: torch.sin(x) * x.sum())
+    x = rand(0, 4, 3)
+    close(jax.grad(lambda x: f(x).sum())(x), jax.grad(lambda x: (jnp.sin(x) * x.sum()).sum())(x))
+    rev2 = lambda g: jax.jit(jax.jacrev(jax.grad(lambda x: (g(x) ** 2).sum())))(x)  # noqa: E731
+    close(rev2(f), rev2(lambda x: jnp.sin(x) * x.sum()), rtol=1e-4)
+    with pytest.raises(Exception, match="torch.func.jvp ran"):
+        jax.jvp(f, (x,), (x,))
 
 
 def test_vmap_sequential_and_batched_methods():
@@ -179,6 +239,11 @@ def test_mlp_values_and_gradients(jit):
 
     got = maybe_jit(jax.grad(loss(lambda p, x: apply({"params": p, "buffers": {}}, x)), argnums=(0, 1)), jit)
     close(got(v["params"], x), jax.grad(loss(jax_mlp), argnums=(0, 1))(ref_p, x))
+    # forward mode in the parameters and the input at once
+    tp = jax.tree_util.tree_map(lambda a: jnp.ones_like(a) * 0.1, ref_p)
+    fwd = maybe_jit(lambda p, x, tp, tx: jax.jvp(lambda p, x: apply({"params": p, "buffers": {}}, x),
+                                                (p, x), (tp, tx)), jit)
+    close(fwd(v["params"], x, tp, x), jax.jvp(jax_mlp, (ref_p, x), (tp, x)), rtol=1e-4)
 
 
 @both_jit
