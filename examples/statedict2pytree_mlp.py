@@ -33,7 +33,7 @@ class EqxMLP(eqx.Module):
     def __init__(self, key):
         k1, k2 = jax.random.split(key)
         self.fc1 = eqx.nn.Linear(16, 32, key=k1)
-        self.bn = eqx.nn.BatchNorm(32, axis_name="batch", inference=True)
+        self.bn = eqx.nn.BatchNorm(32, axis_name="batch", mode="ema", inference=True)
         self.fc2 = eqx.nn.Linear(32, 10, key=k2)
 
     def __call__(self, x, state):

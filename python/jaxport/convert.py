@@ -64,6 +64,9 @@ def _rebuild(like, lib, arrays, keep_missing):
             nnx.update(like, trees.unflatten(nnx_weights(like), device, keep_missing))
             return like
         if isinstance(like, nnx.State):  # its random-number streams come back as they were
+            if hasattr(nnx, "split_state"):  # flax 0.12 deprecates State.split and State.merge
+                weights, streams = nnx.split_state(like, nnx.Not(nnx.RngState), ...)
+                return nnx.merge_state(trees.unflatten(weights, device, keep_missing), streams)
             weights, streams = like.split(nnx.Not(nnx.RngState), ...)
             return nnx.State.merge(trees.unflatten(weights, device, keep_missing), streams)
         return trees.unflatten(like, device, keep_missing)

@@ -57,6 +57,8 @@ def nnx_weights(like):
     holds those."""
     from flax import nnx
     if isinstance(like, nnx.State):
+        if hasattr(nnx, "filter_state"):  # flax 0.12 deprecates State.filter for it
+            return nnx.filter_state(like, nnx.Not(nnx.RngState))
         return like.filter(nnx.Not(nnx.RngState))
     return nnx.state(like, nnx.Not(nnx.RngState))
 

@@ -91,10 +91,10 @@ def test_nnx_state_with_random_number_streams():
 
     tm = trained()
     graph, state = nnx.split(N(nnx.Rngs(0)))
-    key = state["drop"]["rngs"]["key"].value
+    key = state["drop"]["rngs"]["key"].get_value()
     out = jaxport.convert(tm, state)
     assert isinstance(out, nnx.State)
-    assert jax.numpy.array_equal(jax.random.key_data(out["drop"]["rngs"]["key"].value),
+    assert jax.numpy.array_equal(jax.random.key_data(out["drop"]["rngs"]["key"].get_value()),
                                  jax.random.key_data(key))
     jaxport.verify(tm, nnx.merge(graph, out), X, rtol=1e-4, atol=1e-5)
 
@@ -107,7 +107,7 @@ class EqxNet(eqx.Module):
     def __init__(self, key):
         k1, k2 = jax.random.split(key)
         self.conv = eqx.nn.Conv2d(3, 8, 3, padding=1, key=k1)
-        self.bn = eqx.nn.BatchNorm(8, axis_name="batch", inference=True, momentum=0.9)  # PyTorch's 0.1
+        self.bn = eqx.nn.BatchNorm(8, axis_name="batch", mode="ema", inference=True, momentum=0.9)  # PyTorch's 0.1
         self.fc = eqx.nn.Linear(8, 4, key=k2)
 
     def __call__(self, x, state):
