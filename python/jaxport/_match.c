@@ -164,6 +164,37 @@ static PyObject *py_match(PyObject *self, PyObject *args, PyObject *kw) {
     return result;
 }
 
+/* An empty C-ordered array of descr (stolen) whose data start on a 64-byte
+ * boundary: XLA's CPU client keeps such memory as the jax array's own
+ * (jax.device_put(may_alias=True)) and copies anything else, and numpy
+ * starts its large arrays 16 bytes into a line. The memory is a byte
+ * array's, kept as the array's base. */
+static PyObject *aligned_empty(int nd, const npy_intp *dims, PyArray_Descr *descr) {
+    enum { ALIGN = 64 };
+    npy_intp numel = PyArray_OverflowMultiplyList((npy_intp *)dims, nd), bytes;
+    if (numel < 0 || __builtin_mul_overflow(numel, (npy_intp)PyDataType_ELSIZE(descr), &bytes) ||
+        __builtin_add_overflow(bytes, (npy_intp)ALIGN, &bytes)) {
+        Py_DECREF(descr);
+        PyErr_SetString(PyExc_ValueError, "array is too big");
+        return NULL;
+    }
+    PyObject *raw = PyArray_SimpleNew(1, &bytes, NPY_UINT8);
+    if (!raw) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    char *data = PyArray_DATA((PyArrayObject *)raw);
+    data += (ALIGN - (uintptr_t)data % ALIGN) % ALIGN;
+    PyObject *a = PyArray_NewFromDescr(&PyArray_Type, descr, nd, (npy_intp *)dims, NULL, data,
+                                       NPY_ARRAY_CARRAY, NULL);
+    if (!a || PyArray_SetBaseObject((PyArrayObject *)a, raw) < 0) { /* steals raw */
+        Py_XDECREF(a);
+        if (!a) Py_DECREF(raw);
+        return NULL;
+    }
+    return a;
+}
+
 /* Allocate one numpy array per sink tensor, dtypes from the table. */
 static PyObject *new_arrays(const jp_sink_tensor *st, size_t n, PyObject *dtypes, void **bufs) {
     PyObject *out = PyDict_New();
@@ -177,8 +208,8 @@ static PyObject *new_arrays(const jp_sink_tensor *st, size_t n, PyObject *dtypes
         }
         npy_intp dims[JP_MAX_DIMS];
         for (int d = 0; d < st[i].ndim; d++) dims[d] = (npy_intp)st[i].shape[d];
-        Py_INCREF(descr); /* PyArray_Empty steals it */
-        PyObject *a = PyArray_Empty(st[i].ndim, dims, (PyArray_Descr *)descr, 0);
+        Py_INCREF(descr); /* aligned_empty steals it */
+        PyObject *a = aligned_empty(st[i].ndim, dims, (PyArray_Descr *)descr);
         if (!a || PyDict_SetItemString(out, st[i].name, a) < 0) {
             Py_XDECREF(a);
             Py_CLEAR(out);

@@ -50,14 +50,33 @@ def source_index(src, *, allow_unsafe=False):
     return _core.from_arrays(names, [_torch_array(state[k]) for k in names])
 
 
-def _rebuild(like, lib, arrays, keep_missing):
-    """`like` with its leaves replaced by `arrays` (leaf path -> array), as
-    jax arrays, in an object of the same kind; with keep_missing, leaves
-    `arrays` lacks stay as they are in `like`."""
+def _jax_arrays(arrays, placements):
+    """The converted numpy arrays as jax arrays, each placed as `like`'s leaf
+    of that path was (placements: path -> sharding) when that was anywhere
+    but JAX's default device, others on that device, uncommitted as they
+    were. On the CPU a jax array keeps its numpy array's memory (the engine
+    allocates on 64-byte lines, which XLA's CPU client takes as they are:
+    device_put's may_alias), so the model is not copied a second time; for
+    an accelerator, or split over devices, each is copied once, straight to
+    its place."""
     import jax
-    import jax.numpy as jnp
+    default = jax.devices()[0]
+    out = {}
+    for name, a in arrays.items():
+        where = placements.get(name)
+        if where is not None and where.device_set == {default} and where.is_fully_replicated:
+            where = None
+        out[name] = jax.device_put(a, where, may_alias=True)
+    return out
+
+
+def _rebuild(like, lib, arrays, placements, keep_missing):
+    """`like` with its leaves replaced by `arrays` (leaf path -> array), as
+    jax arrays placed as `_jax_arrays` says, in an object of the same kind;
+    with keep_missing, leaves `arrays` lacks stay as they are in `like`."""
+    import jax
     from . import trees
-    device = {k: jnp.asarray(v) for k, v in arrays.items()}
+    device = _jax_arrays(arrays, placements)
     if lib == "nnx":
         from flax import nnx
         if isinstance(like, nnx.Module):
@@ -200,7 +219,8 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     terminal for conversions over 256 MiB, True always, False never, or a
     function (done_bytes, total_bytes, leaf_name)."""
     index = source_index(src, allow_unsafe=allow_unsafe)
-    lib, specs = target_leaves(like, to)
+    placements = {}
+    lib, specs = target_leaves(like, to, placements)
     mapping_text = _mapping_text(mapping)
     if dtype is not None and not isinstance(dtype, str):
         dtype = np.dtype(dtype).name
@@ -213,7 +233,7 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
     finally:
         if bar is not None:
             bar.close()
-    out = _rebuild(like, lib, arrays, keep_missing=not strict)
+    out = _rebuild(like, lib, arrays, placements, keep_missing=not strict)
     return (out, Plan(text, index, lib)) if return_plan else out
 
 

@@ -63,8 +63,10 @@ def nnx_weights(like):
     return nnx.state(like, nnx.Not(nnx.RngState))
 
 
-def target_leaves(like, to=None):
-    """(library, [(path, shape, dtype name)]) for a JAX model or its params."""
+def target_leaves(like, to=None, placements=None):
+    """(library, [(path, shape, dtype name, owner class)]) for a JAX model
+    or its params. placements, a dict, gets path -> sharding for each leaf
+    that has one (jax arrays, and ShapeDtypeStructs given one)."""
     from . import trees
     lib = to or _object_library(like)
     root = like
@@ -95,6 +97,8 @@ def target_leaves(like, to=None):
             continue
         dtype = np.dtype(leaf.dtype).name
         specs.append((name, tuple(leaf.shape), dtype, kind))
+        if placements is not None and getattr(leaf, "sharding", None) is not None:
+            placements[name] = leaf.sharding
     return lib, specs
 
 

@@ -39,13 +39,15 @@ typedef struct leaf_job {
 } leaf_job;
 
 /* A small leaf done in a batch: its one part's view, made on a thread of
- * the pool into its own place in the tile buffer. */
+ * the pool into its own place in the tile buffer, or in the sink's memory
+ * when the sink keeps tensors there. */
 typedef struct batch_item {
     const jp_plan_leaf *leaf;
     size_t tensor;                /* the sink's index */
     jp_view v;
     int nd, perm[JP_MAX_DIMS];
-    uint64_t bytes, in, off;
+    uint64_t bytes, in, off;      /* off: its place in the tile buffer */
+    unsigned char *dst;           /* where it is made */
     bool mapped;
     jp_code rc;
     jp_err err;
@@ -574,7 +576,9 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
     int64_t rows = nd ? (int64_t)(budget / (inner * esize) ? budget / (inner * esize) : 1) : 1;
     if (nd && rows > j->dst[t]) rows = j->dst[t];
     inner *= dsize; /* from here: bytes of the leaf */
-    jp_code grown = grow_buf(r, l, (size_t)(inner * (uint64_t)rows));
+    /* Tiles are made in r->buf, or in place when the sink keeps the leaf in memory. */
+    bool in_place = jp_sink_place(r->sink, i) != NULL;
+    jp_code grown = in_place ? JP_OK : grow_buf(r, l, (size_t)(inner * (uint64_t)rows));
     if (grown) return grown;
     int64_t idx[JP_MAX_DIMS] = {0};
     for (;;) {
@@ -593,21 +597,21 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
                 count = 1;
             }
             if (rc || (rc = stage_tile(r, j, count))) return rc;
+            unsigned char *out = in_place ? jp_sink_place(r->sink, i) : r->buf;
             if (count == 1) {
                 const jp_view *v = &r->tile[0];
                 /* A dense piece of the file: its pages in one call, dropped after. */
                 bool span = r->mapped[r->tile_part[0]] && is_dense(v);
                 if (span) advise_view(v, MADV_POPULATE_READ);
-                rc = jp_permute_cast_strided(r->buf, l->dtype, NULL, v->data, v->dtype, nd, v->shape,
+                rc = jp_permute_cast_strided(out, l->dtype, NULL, v->data, v->dtype, nd, v->shape,
                                              v->strides, j->perm, r->o.pool, r->err);
                 if (rc) return leaf_error(r, l, r->tile_part[0], rc);
                 if (span) advise_view(v, MADV_DONTNEED);
             } else {
-                rc = jp_concat_cast(r->buf, l->dtype, j->dst_cat, count, r->tile, j->perm, r->o.pool,
-                                    r->err);
+                rc = jp_concat_cast(out, l->dtype, j->dst_cat, count, r->tile, j->perm, r->o.pool, r->err);
                 if (rc) return leaf_error(r, l, (size_t)-1, rc);
             }
-            if ((rc = sink_write(r, l, i, r->buf, (size_t)(inner * (uint64_t)rl)))) return rc;
+            if ((rc = sink_write(r, l, i, out, (size_t)(inner * (uint64_t)rl)))) return rc;
         }
         /* The next index of the axes before t, odometer style. */
         int d = t - 1;
@@ -630,18 +634,12 @@ static bool batchable(const runner *r, const leaf_job *j) {
            j->bytes <= BATCH_LEAF_BYTES && j->bytes <= tile_budget(r);
 }
 
-typedef struct batch_ctx {
-    batch_item *items;
-    unsigned char *buf;
-} batch_ctx;
-
 static void batch_task(void *ctx, size_t k, int worker) {
     (void)worker;
-    batch_ctx *b = ctx;
-    batch_item *it = &b->items[k];
+    batch_item *it = &((batch_item *)ctx)[k];
     bool span = it->mapped && is_dense(&it->v);
     if (span) advise_view(&it->v, MADV_POPULATE_READ);
-    it->rc = jp_permute_cast_strided(b->buf + it->off, it->leaf->dtype, NULL, it->v.data, it->v.dtype,
+    it->rc = jp_permute_cast_strided(it->dst, it->leaf->dtype, NULL, it->v.data, it->v.dtype,
                                      it->nd, it->v.shape, it->v.strides, it->perm, NULL, &it->err);
 }
 
@@ -683,17 +681,19 @@ static jp_code run_batch(runner *r, const leaf_job *j, size_t i) {
         total += bytes;
     }
     free_owned(r);
-    jp_code grown = grow_buf(r, j->leaf, (size_t)total);
+    bool in_place = jp_sink_place(r->sink, i) != NULL;
+    jp_code grown = in_place ? JP_OK : grow_buf(r, j->leaf, (size_t)total);
     if (grown) return grown;
-    batch_ctx ctx = {r->batch, r->buf};
-    jp_pool_for(r->o.pool, count, batch_task, &ctx);
+    for (size_t k = 0; k < count; k++)
+        r->batch[k].dst = in_place ? jp_sink_place(r->sink, r->batch[k].tensor) : r->buf + r->batch[k].off;
+    jp_pool_for(r->o.pool, count, batch_task, r->batch);
     for (size_t k = 0; k < count; k++) {
         batch_item *it = &r->batch[k];
         if (it->rc) {
             if (r->err) *r->err = it->err;
             return leaf_error(r, it->leaf, 0, it->rc);
         }
-        jp_code rc = sink_write(r, it->leaf, it->tensor, r->buf + it->off, (size_t)it->bytes);
+        jp_code rc = sink_write(r, it->leaf, it->tensor, it->dst, (size_t)it->bytes);
         if (rc) return rc;
         if (it->mapped) advise_view(&it->v, MADV_DONTNEED);
         r->stats.tensors++;

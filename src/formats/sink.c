@@ -123,15 +123,21 @@ jp_code jp_sink_open(jp_sink **out, const char *path, jp_format format, const jp
 
 /* ---- into memory: tensor i's bytes go to the caller's buffer i */
 
+static void *memory_place(const jp_sink *s, size_t i) {
+    uint8_t *const *bufs = s->state;
+    bool started = s->next < s->n && i == s->cur;
+    return bufs[i] + (started ? s->tensors[i].nbytes - s->left : 0);
+}
+
 static jp_code memory_write(jp_sink *s, const void *data, size_t len, jp_err *err) {
     (void)err;
-    uint8_t *const *bufs = s->state;
-    memcpy(bufs[s->cur] + (s->tensors[s->cur].nbytes - s->left), data, len);
+    void *to = memory_place(s, s->cur);
+    if (to != data) memcpy(to, data, len); /* made in place: nothing to copy */
     return JP_OK;
 }
 
 static const struct jp_sink_ops memory_ops = {
-    .extension = "", .format = JP_FORMAT_UNKNOWN, .write = memory_write,
+    .extension = "", .format = JP_FORMAT_UNKNOWN, .place = memory_place, .write = memory_write,
 };
 
 jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t n, void *const *bufs,
@@ -139,6 +145,10 @@ jp_code jp_sink_open_memory(jp_sink **out, const jp_sink_tensor *tensors, size_t
     jp_err_clear(err);
     *out = NULL;
     return sink_new(out, &memory_ops, NULL, tensors, n, NULL, (void *)bufs, err);
+}
+
+void *jp_sink_place(const jp_sink *s, size_t i) {
+    return i < s->n && s->ops->place ? s->ops->place(s, i) : NULL;
 }
 
 size_t jp_sink_expected(const jp_sink *s) { return s->next < s->n ? s->cur : s->n; }

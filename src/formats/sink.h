@@ -43,6 +43,11 @@ size_t jp_sink_expected(const jp_sink *s);
  * wants next first (tensors of no bytes, which take no write, left out);
  * how many. */
 size_t jp_sink_upcoming(const jp_sink *s, size_t *out, size_t max);
+/* Where the sink keeps the next bytes of tensor i (jp_sink_expected(s) or
+ * one the sink wants after it), when it keeps tensors in memory; NULL when
+ * it writes them elsewhere. A caller may make the bytes there and then pass
+ * that pointer to jp_sink_write, which copies nothing. */
+void *jp_sink_place(const jp_sink *s, size_t i);
 /* The next bytes of tensor i, which must be jp_sink_expected(s). */
 jp_code jp_sink_write(jp_sink *s, size_t i, const void *data, size_t len, jp_err *err);
 jp_code jp_sink_commit(jp_sink *s, jp_err *err);  /* frees the sink */
@@ -73,6 +78,9 @@ struct jp_sink_ops {
     /* Before the first bytes of tensor s->cur, in order, also for a tensor of
      * no bytes (per-tensor headers). May be NULL. */
     jp_code (*tensor_begin)(jp_sink *s, jp_err *err);
+    /* Where the next bytes of tensor i go, for a writer that keeps
+     * tensors in memory. May be NULL. */
+    void *(*place)(const jp_sink *s, size_t i);
     /* Bytes of tensor s->cur (sink.c checks order and sizes first). */
     jp_code (*write)(jp_sink *s, const void *data, size_t len, jp_err *err);
     /* Called when tensor s->cur has all its bytes (at once after tensor_begin

@@ -580,6 +580,27 @@ static void test_batches(void) {
         size_t na = read_file(tmp_path(alone), a, sizeof a), nb = read_file(tmp_path(pooled), b, sizeof b);
         CHECK(na > 0 && na < sizeof a && na == nb && memcmp(a, b, na) == 0);
     }
+    /* Into memory, where each leaf is made in its own buffer (batched,
+     * in tiles, or copied): the bytes of the file. */
+    jp_sink_tensor *ts;
+    size_t m;
+    CHECK_EQ_U64(jp_exec_sink_tensors(p, false, &ts, &m, &err), JP_OK);
+    static unsigned char mem[N][14 * 9 * 4];
+    void *bufs[N];
+    for (size_t k = 0; k < m; k++) bufs[k] = mem[k];
+    for (int run = 0; run < 4; run++) {
+        memset(mem, 0xee, sizeof mem);
+        jp_exec_stats st;
+        /* tile_bytes 24: no batches, and a few rows a tile */
+        jp_exec_opts o = {.stats = &st, .pool = run & 1 ? pool : NULL, .tile_bytes = run & 2 ? 24 : 0};
+        jp_sink *sink;
+        CHECK_EQ_U64(jp_sink_open_memory(&sink, ts, m, bufs, &err), JP_OK);
+        CHECK_EQ_U64(jp_exec_run_tensors(p, src, N, sink, &o, &err), JP_OK);
+        CHECK_EQ_U64(st.batched, run == 1 ? N - 2 : 0);
+        for (size_t k = 0; k < m; k++)
+            check_tensor("alone-batch.safetensors", ts[k].name, ts[k].dtype, mem[k], (size_t)ts[k].nbytes);
+    }
+    free(ts);
     /* Leaves 9 and 11 as int8, whose values do not fit: the error is the
      * first one's, whichever thread made it. */
     p->leaves[9].dtype = p->leaves[11].dtype = JP_I8;
@@ -590,8 +611,8 @@ static void test_batches(void) {
 }
 
 int main(void) {
-    test_batches();
     if (!tmpdir_make("exec")) return 2;
+    test_batches();
     test_identity();
     test_perm_cast();
     test_qkv();
