@@ -39,20 +39,33 @@ def test_aligned_arrays_become_jax_arrays_in_place(dtype):
         np.testing.assert_array_equal(np.asarray(out[k]), x)
 
 
-def test_converted_arrays_are_the_engines_memory():
-    """An f32 and a bf16 conversion: each jax array's buffer is on a 64-byte
-    line, and the values are PyTorch's."""
+def test_converted_arrays_are_the_engines_memory(monkeypatch):
+    """An f32 and a bf16 conversion: each jax array's buffer is the one the
+    engine wrote (no copy into JAX), and the values are PyTorch's."""
+    import importlib
+    from jaxport import trees
+    convert_module = importlib.import_module("jaxport.convert")  # jaxport.convert is the function
+    made = {}
+
+    def spy(arrays, placements):
+        made.update({name: a.ctypes.data for name, a in arrays.items()})
+        return _jax_arrays(arrays, placements)
+
+    monkeypatch.setattr(convert_module, "_jax_arrays", spy)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
     like = {"params": {"Dense_0": {"kernel": np.zeros((48, 32), np.float32), "bias": np.zeros(32, np.float32)},
                        "Dense_1": {"kernel": np.zeros((32, 16), np.float32), "bias": np.zeros(16, np.float32)}}}
     for dtype in (None, "bfloat16"):
+        made.clear()
         out = jaxport.convert(net, like, dtype=dtype)
         k = out["params"]["Dense_1"]["kernel"]
         want = net[2].weight.detach().numpy().T
         assert k.dtype == (np.float32 if dtype is None else ml_dtypes.bfloat16)
         np.testing.assert_array_equal(np.asarray(k), want.astype(k.dtype))
-        assert all(x.unsafe_buffer_pointer() % 64 == 0 for x in jax.tree_util.tree_leaves(out))
+        names, leaves = trees.flatten(out)
+        assert len(made) == 4
+        assert {n: x.unsafe_buffer_pointer() for n, x in zip(names, leaves)} == made
 
 
 def _run(script, **env):
