@@ -291,13 +291,13 @@ static jp_code ref_view(runner *r, const jp_plan_leaf *l, size_t k, const jp_pla
     return rc ? leaf_error(r, l, k, rc) : JP_OK;
 }
 
-/* Part k's view v plus its addend, into a buffer of r->owned: both cast to
- * float64 in row-major order, added, and rounded once to v's dtype (a
- * recurrent gate's two biases). */
+/* Part k's view v plus its addend and its constant, into a buffer of
+ * r->owned: each cast to float64 in row-major order, added, and rounded
+ * once to v's dtype (a recurrent gate's two biases, Haiku's forget gate). */
 static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) {
     const jp_plan_part *p = &l->parts[k];
-    jp_view b;
-    jp_code rc = ref_view(r, l, k, &p->plus, &b);
+    jp_view b = *v;
+    jp_code rc = p->has_plus ? ref_view(r, l, k, &p->plus, &b) : JP_OK;
     if (rc) return rc;
     uint64_t n = view_numel(v);
     if (view_numel(&b) != n)
@@ -305,7 +305,8 @@ static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) 
                          (unsigned long long)view_numel(&b), (unsigned long long)n);
     if (!jp_dtype_is_castable_float(v->dtype) || !jp_dtype_is_castable_float(b.dtype))
         return leaf_fail(r, l, k, JP_DTYPE, "part %zu adds %s to %s; only floats add", k,
-                         jp_dtype_numpy_name(b.dtype), jp_dtype_numpy_name(v->dtype));
+                         p->has_plus ? jp_dtype_numpy_name(b.dtype) : "a constant",
+                         jp_dtype_numpy_name(v->dtype));
     size_t isz = jp_dtype_size(v->dtype) > jp_dtype_size(b.dtype) ? jp_dtype_size(v->dtype)
                                                                   : jp_dtype_size(b.dtype);
     double *sum = malloc((size_t)n * 2 * sizeof *sum + 1);
@@ -313,13 +314,16 @@ static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) 
     if (!sum || !tmp || !out) rc = JP_NO_MEMORY;
     const jp_view *in[2] = {v, &b};
     int64_t len = (int64_t)n;
-    for (int t = 0; t < 2 && !rc; t++) {
+    for (int t = 0; t < 1 + p->has_plus && !rc; t++) {
         jp_view d = dense_view(in[t], tmp);
         if (!(rc = copy_dense(tmp, in[t], r->o.pool, r->err)))
             rc = jp_permute_cast_strided(sum + t * n, JP_F64, NULL, d.data, d.dtype, 1, &len, NULL, NULL,
                                          r->o.pool, r->err);
     }
-    for (uint64_t i = 0; i < n && !rc; i++) sum[i] += sum[n + i];
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        if (p->has_plus) sum[i] += sum[n + i];
+        sum[i] += p->add;
+    }
     if (!rc)
         rc = jp_permute_cast_strided(out, v->dtype, NULL, sum, JP_F64, 1, &len, NULL, NULL, r->o.pool,
                                      r->err);
@@ -343,8 +347,9 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     jp_code rc = ref_view(r, l, k, &p->from, &v);
     if (rc) return rc;
     /* never memory a caller lent, nor a sum of ours */
-    r->mapped[k] = r->src.ix && (source_at(&r->src, p->from.source)->flags & JP_TENSOR_MAPPED) && !p->has_plus;
-    if (p->has_plus && (rc = add_plus(r, l, k, &v))) return rc;
+    bool sum = p->has_plus || p->add != 0.0;
+    r->mapped[k] = r->src.ix && (source_at(&r->src, p->from.source)->flags & JP_TENSOR_MAPPED) && !sum;
+    if (sum && (rc = add_plus(r, l, k, &v))) return rc;
     if (p->ndim < 0 || p->ndim > JP_MAX_DIMS)
         return leaf_fail(r, l, k, JP_ARGUMENT, "part %zu has %d dimensions", k, (int)p->ndim);
     if (same_shape(v.ndim, v.shape, p->ndim, p->shape)) {

@@ -23,6 +23,9 @@ typedef struct sleaf {            /* a source tensor, or a slice of one */
     bool has_plus;                /* plus the same slice of another tensor (summed biases) */
     uint32_t plus_tensor;
     int64_t then;                 /* the sleaf joined after this one along axis 0, or -1 */
+    double add;                   /* a constant added to every element (Haiku's forget gate) */
+    bool lstm_gates;              /* Haiku's LSTM weight: then is joined along axis 1, and the
+                                     gates go from i f g o to i g f o (set_parts) */
     int32_t stack;                /* > 0: this many layers' leaves stacked on a new axis 0 (the
                                      first is this one's tensor, the rest follow by then) */
 } sleaf;
@@ -232,6 +235,8 @@ static int64_t push_sleaf(matcher *m, uint32_t tensor, const char *name, jp_role
     l->numel = t->numel;
     l->has_plus = false;
     l->then = -1;
+    l->add = 0.0;
+    l->lstm_gates = false;
     l->stack = 0;
     return (int64_t)m->sl.len - 1;
 }
@@ -337,6 +342,56 @@ typedef struct rnn_layer {
     int64_t w_ih, w_hh, b_ih, b_hh;
 } rnn_layer;
 
+/* Haiku's recurrent cores, under the layer's path:
+ *   VanillaRNN: linear (x, weight_ih and bias_ih) and linear_1 (h, weight_hh
+ *     and bias_hh: its double_bias, on by default);
+ *   LSTM: one linear over [x, h], its weight [weight_ih | weight_hh] with the
+ *     gates as Haiku splits them (i, g, f, o), its bias b_ih + b_hh in that
+ *     order less 1 on the forget gate, as Haiku adds 1 there as it runs.
+ * Haiku's GRU applies the reset gate before the hidden matmul ((r * h) W,
+ * PyTorch's r * (W h + b)): no weights make one compute the other, so none
+ * is offered. */
+static jp_code add_haiku_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly, const char *base,
+                                   uint64_t order) {
+    const sleaf *wh = SL(m, ly->w_hh);
+    int64_t h = wh->shape[1], g = wh->shape[0] / h, bi = ly->b_ih, bh = ly->b_hh;
+    if (g == 3 || bi < 0 || bh < 0) return JP_OK;
+    const char *dot = *base ? "." : "";
+    if (g == 1) {
+        jp_code rc = JP_OK;
+        for (int hid = 0; hid < 2 && !rc; hid++) {
+            int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%slinear%s", base, dot, hid ? "_1" : ""),
+                                        order++);
+            if (vi == -1) return oom(m);
+            if (vi < 0) continue;
+            rc = virtual_leaf(m, vi, hid ? ly->w_hh : ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", 0, -1);
+            if (!rc) rc = virtual_leaf(m, vi, hid ? bh : bi, -1, JP_ROLE_BIAS, "bias", 0, -1);
+        }
+        return rc;
+    }
+    int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%slinear", base, dot), order);
+    if (vi == -1) return oom(m);
+    if (vi < 0) return JP_OK;
+    int64_t w = slice_leaf(m, ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", 0, -1),
+            w2 = slice_leaf(m, ly->w_hh, -1, JP_ROLE_WEIGHT, "weight", 0, -1);
+    if (w < 0 || w2 < 0) return oom(m);
+    SL(m, w)->then = w2; /* (4H, in + H), as a Linear over [x, h] keeps it */
+    SL(m, w)->shape[1] += h;
+    SL(m, w)->numel += SL(m, w2)->numel;
+    SL(m, w)->lstm_gates = true;
+    jp_code rc = add_leaf(m, vi, w);
+    static const int haiku_order[4] = {0, 2, 1, 3}; /* torch's gate rows for Haiku's i, g, f, o */
+    int64_t b = -1;
+    for (int q = 0; q < 4 && !rc; q++) {
+        int64_t part = slice_leaf(m, bi, bh, JP_ROLE_BIAS, "bias", haiku_order[q] * h, h);
+        if (part < 0) return oom(m);
+        if (haiku_order[q] == 1) SL(m, part)->add = -1.0;
+        if (b < 0) b = part;
+        else join_leaf(m, b, part);
+    }
+    return rc ? rc : add_leaf(m, vi, b);
+}
+
 /* The gate rows of a torch recurrent layer (G gates of H rows each: LSTM
  * i, f, g, o; GRU r, z, n; RNN one) offered as the modules JAX cells keep:
  *   Flax linen and NNX cells, one Dense per gate and side: i<gate> (x) and
@@ -364,8 +419,9 @@ static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
                                                      *MOD(&m->src, mi)->path ? "." : "", ly->suffix + 1)
                                    : MOD(&m->src, mi)->path;
     if (!base) return oom(m);
-    static const char *const gates[5] = {"", "", "", "rzn", "ifgo"};
     uint64_t order = (uint64_t)wi->tensor * 16 + 1;
+    if (m->o->lib == JP_LIB_HAIKU) return add_haiku_rnn_layer(m, mi, ly, base, order);
+    static const char *const gates[5] = {"", "", "", "rzn", "ifgo"};
     jp_code rc = JP_OK;
     for (int64_t q = 0; q < g && !rc; q++) {
         char gate = g > 1 ? gates[g][q] : '\0';
@@ -1238,6 +1294,16 @@ static void leaf_from_spec(const matcher *m, jp_plan_leaf *pl, const jp_leaf_spe
     for (int d = 0; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
 }
 
+/* A part of Haiku's LSTM kernel: its tensor (weight_ih or weight_hh, G = 4
+ * gates of H rows) as (2, 2, H, columns), the gate index split in two bits. */
+static void lstm_gate_shape(const matcher *m, jp_plan_part *part, const sleaf *q) {
+    const jp_tensor *t = jp_index_at(m->ix, q->tensor);
+    part->ndim = 4;
+    part->shape[0] = part->shape[1] = 2;
+    part->shape[2] = t->shape[0] / 4;
+    part->shape[3] = t->shape[1];
+}
+
 /* The leaf's parts: sl and the leaves joined after it along axis 0. */
 static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp_xform *x) {
     uint32_t n = 1;
@@ -1245,7 +1311,7 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
     jp_plan_part *parts = jp_arena_alloc_array(m->arena, n, sizeof *parts);
     if (!parts) return oom(m);
     memset(parts, 0, n * sizeof *parts);
-    bool summed = false;
+    bool summed = false, added = false;
     const sleaf *q = sl;
     for (uint32_t k = 0; k < n; k++) {
         jp_plan_part *part = &parts[k];
@@ -1253,12 +1319,15 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
         part->has_plus = q->has_plus;
         part->plus = part->from; /* the same slice of another tensor */
         part->plus.source = q->plus_tensor;
+        part->add = q->add;
         part->ndim = x->ndim;
         memcpy(part->shape, x->shape, sizeof part->shape);
         if (sl->stack > 0) part->shape[0] = 1; /* one layer of the stack */
+        else if (sl->lstm_gates) lstm_gate_shape(m, part, q);
         else if (n > 1) part->shape[0] = q->slice_len; /* joined leaves are slices along axis 0 */
         if (q->slice_axis < 0) m->used[q->tensor]++; /* q, k and v slicing one tensor are not tied */
         summed = summed || q->has_plus;
+        added = added || q->add != 0.0;
         if (q->then >= 0) q = SL(m, q->then);
     }
     pl->parts = parts;
@@ -1268,6 +1337,16 @@ static jp_code set_parts(matcher *m, jp_plan_leaf *pl, const sleaf *sl, const jp
     for (int d = x->ndim; d < JP_MAX_DIMS; d++) pl->perm[d] = d;
     pl->flip = x->flip;
     pl->rule = summed ? "the two biases summed (b_ih + b_hh)" : x->rule;
+    if (sl->lstm_gates) {
+        /* (2, 2, H, in + H) joined along axis 3, permuted to (in + H, 2, 2, H):
+         * gate 2 * b1 + b0 of torch lands at 2 * b0 + b1, i f g o as i g f o */
+        static const int32_t swap[4] = {3, 1, 0, 2};
+        pl->cat_axis = 3;
+        memcpy(pl->perm, swap, sizeof swap);
+        pl->rule = "Haiku LSTM kernel: [weight_ih | weight_hh] transposed, gates i, g, f, o";
+    } else if (added) {
+        pl->rule = "Haiku LSTM bias: b_ih + b_hh, gates i, g, f, o, forget gate - 1 (Haiku adds 1)";
+    }
     if (sl->stack > 0 && !(pl->rule = jp_arena_printf(m->arena, "%s; %d layers stacked", pl->rule, sl->stack)))
         return oom(m);
     return JP_OK;

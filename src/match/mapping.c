@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,7 @@ static json_t *leaf_json(const jp_plan_leaf *l, const jp_index *src) {
             put_ref(plus, src, &p->plus);
             json_object_set_new(po, "plus", plus);
         }
+        if (p->add != 0.0) json_object_set_new(po, "add", json_real(p->add));
         json_object_set_new(po, "shape", int_array(p->ndim, p->shape));
         json_array_append_new(from, po);
         jn = p->ndim;
@@ -223,6 +225,12 @@ static jp_code read_leaf(jp_plan *p, json_t *o, const jp_index *src, const jp_le
             part->has_plus = true;
             rc = read_ref(plus, src, name, &part->plus, err);
             if (rc) return rc;
+        }
+        json_t *add = json_object_get(po, "add");
+        if (add) {
+            if (!json_is_number(add) || !isfinite(json_number_value(add)))
+                return bad(err, name, "\"add\" must be a finite number");
+            part->add = json_number_value(add);
         }
         int sn;
         json_t *ps = json_object_get(po, "shape");
@@ -370,6 +378,8 @@ jp_code jp_plan_validate(const jp_plan *p, const jp_index *src, jp_err *err) {
                     !jp_dtype_is_castable_float(jp_index_at(src, part->plus.source)->dtype))
                     return bad(err, name, "\"plus\" adds tensors that are not both float16, bfloat16, float32 or float64");
             }
+            if (part->add != 0.0 && !jp_dtype_is_castable_float(t->dtype))
+                return bad(err, name, "\"add\" is given for a tensor that is not float16, bfloat16, float32 or float64");
             if (part->ndim < 0) {
                 part->ndim = t->ndim;
                 memcpy(part->shape, sh, sizeof part->shape);
@@ -477,6 +487,8 @@ static void source_cell(json_t *leaf, char *buf, size_t cap) {
             n += (size_t)snprintf(buf + n, cap - n, " + ");
             n = ref_cell(plus, buf, n, cap);
         }
+        double add = json_number_value(json_object_get(p, "add"));
+        if (add != 0.0 && n < cap) n += (size_t)snprintf(buf + n, cap - n, " %c %g", add < 0 ? '-' : '+', fabs(add));
     }
     if (elide && n < cap) snprintf(buf + n, cap - n, " (%zu parts)", np);
 }

@@ -6,7 +6,7 @@
  * One leaf is computed as
  *
  *   parts[k]  = reshape(slice(source[k], axis, start, len)
- *                       [+ slice(plus[k], axis, start, len)], shape)
+ *                       [+ slice(plus[k], axis, start, len)] [+ add[k]], shape)
  *   joined    = concat(parts, along cat_axis)          (one part: itself)
  *   flipped   = reverse(joined, the axes in flip)      (a transposed conv's taps)
  *   permuted  = permute(flipped, perm)                 (perm[d] = source axis)
@@ -19,7 +19,10 @@
  * and a recurrent cell's gate bias where Flax and Equinox keep one and
  * PyTorch two (b_ih + b_hh: a part with an addend, the same number of
  * elements of another floating tensor, summed in float64 and rounded once
- * to the part's dtype). */
+ * to the part's dtype), and Haiku's LSTM, which adds 1 to the forget gate as
+ * it runs (b_ih + b_hh - 1 there: a part with a constant added, in the same
+ * float64 sum; the joined (2, 2, H, in + H) weight swaps the two middle
+ * gates by its permute, i f g o becoming i g f o). */
 #ifndef JP_PLAN_H
 #define JP_PLAN_H
 
@@ -36,6 +39,7 @@ typedef struct jp_plan_part {
     jp_plan_ref from;
     bool has_plus;                /* add plus (the same element count, row-major) */
     jp_plan_ref plus;
+    double add;                   /* a constant added to every element (floats only); 0: none */
     int32_t ndim;                 /* the part's shape after the slice and reshape */
     int64_t shape[JP_MAX_DIMS];
 } jp_plan_part;
