@@ -3,6 +3,7 @@
  * whatever plan is accepted must only name its tensors, stay inside them
  * and account for every leaf's elements. */
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 const jp_plan_part *p = &l->parts[k];
                 check_ref(ix, &p->from);
                 if (p->has_plus) check_ref(ix, &p->plus);
+                assert(isfinite(p->add));
+                assert(p->add == 0.0 || jp_dtype_is_castable_float(jp_index_at(ix, p->from.source)->dtype));
             }
         }
         char *text = NULL;

@@ -1381,6 +1381,21 @@ static void leaves_str(matcher *m, const module *md, char *out, size_t cap) {
     }
 }
 
+/* Whether target module t is Haiku's GRU: w_i, w_h (H, 3H) and b. Its
+ * leaf names alone do not tell the library apart from Flax's, so any
+ * library is asked. */
+static bool haiku_gru(matcher *m, const module *t) {
+    if (t->nleaves != 3) return false;
+    int seen = 0;
+    for (uint32_t k = 0; k < t->nleaves; k++) {
+        const tleaf *tl = TL(m, t->leaves[k]);
+        const jp_leaf_spec *sp = &m->specs[tl->spec];
+        if (strcmp(tl->leafkey, "wh") == 0 && sp->ndim == 2 && sp->shape[1] == 3 * sp->shape[0]) seen |= 1;
+        seen |= strcmp(tl->leafkey, "wi") == 0 ? 2 : strcmp(tl->leafkey, "b") == 0 ? 4 : 0;
+    }
+    return seen == 7;
+}
+
 /* Why a target module found no source: the closest source by name. */
 static const char *missing_why(matcher *m, const module *t) {
     /* Names are compared with modules of the same last name first; a few
@@ -1402,8 +1417,12 @@ static const char *missing_why(matcher *m, const module *t) {
     char ss[160], ts[160];
     leaves_str(m, bs, ss, sizeof ss);
     leaves_str(m, t, ts, sizeof ts);
-    return jp_arena_printf(m->arena, "no source module fits [%s]; the closest by name is %s [%s]%s", ts,
-                           *bs->path ? bs->path : "the top level", ss, bs->pair >= 0 ? ", already taken" : "");
+    return jp_arena_printf(m->arena, "no source module fits [%s]; the closest by name is %s [%s]%s%s", ts,
+                           *bs->path ? bs->path : "the top level", ss, bs->pair >= 0 ? ", already taken" : "",
+                           haiku_gru(m, t) ? "; Haiku's GRU applies the reset gate before its hidden matmul "
+                                             "((r * h) w_h), PyTorch's after it (r * (W_hn h + b_hn)), so no "
+                                             "weights make one compute what the other does"
+                                           : "");
 }
 
 static jp_code emit(matcher *m, jp_plan *p) {

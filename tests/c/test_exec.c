@@ -278,7 +278,8 @@ static void test_concat(void) {
 
 /* Parts with an addend (a recurrent gate's two biases): summed in float64
  * and rounded once, from aligned and misaligned sources, sliced, in
- * float32 and bfloat16; an integer addend and a count that differs fail. */
+ * float32 and bfloat16; an integer addend and a count that differs fail.
+ * The same for a part with a constant added. */
 static void test_plus(void) {
     float a[6] = {1.0f, 0.1f, 1e8f, -2.5f, 3.0f, 1e-8f}, b[6] = {1.0f, 0.2f, 1.0f, 2.5f, 0.5f, 1.0f};
     unsigned char raw[6 * 4 + 1];
@@ -350,6 +351,38 @@ static void test_plus(void) {
     CHECK_EQ_U64(run_plan(q, src, 5, "plus_bad.msgpack", NULL, &err), JP_SHAPE);
     CHECK(strstr(err.msg, "addend holds 5 elements, the part 6"));
     jp_plan_free(q);
+    /* A constant (Haiku's forget gate, less 1), with an addend and without,
+     * in the same float64 sum; on an integer part it fails. */
+    jp_plan *c = new_plan(2);
+    l = leaf(c, 0, "both", JP_F32, 1, s6, 1);
+    part(l, 0, 0, -1, 0, 0, 1, s6);
+    l->parts[0].has_plus = true;
+    l->parts[0].plus.source = 1;
+    l->parts[0].plus.axis = -1;
+    l->parts[0].add = -1.0;
+    l = leaf(c, 1, "alone", JP_BF16, 1, s6, 1);
+    part(l, 0, 2, -1, 0, 0, 1, s6);
+    l->parts[0].add = 0.5;
+    CHECK_EQ_U64(run_plan(c, src, 5, "add.msgpack", NULL, &err), JP_OK);
+    for (int i = 0; i < 6; i++) {
+        whole[i] = (float)((double)a[i] + (double)b[i] - 1.0);
+        uint32_t u = (uint32_t)ha[i] << 16;
+        float fx;
+        memcpy(&fx, &u, 4);
+        float sum = (float)((double)fx + 0.5);
+        memcpy(&u, &sum, 4);
+        h[i] = jp_bf16_from_f32(u);
+    }
+    check_tensor("add.msgpack", "both", JP_F32, whole, sizeof whole);
+    check_tensor("add.msgpack", "alone", JP_BF16, h, sizeof h);
+    jp_plan_free(c);
+    c = new_plan(1);
+    l = leaf(c, 0, "int", JP_I32, 1, s6, 1);
+    part(l, 0, 4, -1, 0, 0, 1, s6);
+    l->parts[0].add = 1.0;
+    CHECK_EQ_U64(run_plan(c, src, 5, "add_bad.msgpack", NULL, &err), JP_DTYPE);
+    CHECK(strstr(err.msg, "a constant") && strstr(err.msg, "only floats add"));
+    jp_plan_free(c);
 }
 
 typedef struct progress_log {

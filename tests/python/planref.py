@@ -20,8 +20,11 @@ def apply_plan(plan, index):
         parts = []
         for p in leaf["from"]:
             a = _ref(arrays, p)
-            if "plus" in p:  # summed in float64, rounded once to the part's dtype
-                a = (a.astype(np.float64) + _ref(arrays, p["plus"]).astype(np.float64).reshape(a.shape)).astype(a.dtype)
+            if "plus" in p or "add" in p:  # summed in float64, rounded once to the part's dtype
+                s = a.astype(np.float64)
+                if "plus" in p:
+                    s = s + _ref(arrays, p["plus"]).astype(np.float64).reshape(a.shape)
+                a = (s + p.get("add", 0.0)).astype(a.dtype)
             parts.append(a.reshape(p["shape"]))
         a = np.concatenate(parts, leaf.get("concat", 0)) if len(parts) > 1 else parts[0]
         for axis in leaf.get("flip", []):

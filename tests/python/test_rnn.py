@@ -1,8 +1,10 @@
 """Recurrent layers: torch's nn.LSTM, nn.GRU and nn.RNN keep each side's
 gates fused in one weight and two biases; Flax (linen and NNX) cells keep a
 Dense per gate, or a fused one, with the biases summed, and Equinox's cells
-one bias (the GRU's two parts, summed and plain, and bias_n beside it). Each case converts with no hints and runs both models on
-the same sequence."""
+one bias (the GRU's two parts, summed and plain, and bias_n beside it);
+Haiku's LSTM one linear over [x, h] with its gates in another order and a
+forget bias it adds as it runs. Each case converts with no hints and runs
+both models on the same sequence."""
 
 import json
 
@@ -241,4 +243,94 @@ def test_summed_biases_in_a_mapping_file(tmp_path):
     leaf["from"][0]["plus"] = {"tensor": "nope"}
     f.write_text(json.dumps(data))
     with pytest.raises(errors.NotFoundError):
+        jaxport.match(path, like, mapping=f)
+
+
+def haiku_core(kind, layers):
+    """A Haiku DeepRNN of `layers` cores (VanillaRNN or LSTM) unrolled over
+    a batch-major sequence, as hk.transform'ed functions."""
+    import haiku as hk
+
+    def forward(x):
+        cls = {"LSTM": hk.LSTM, "RNN": hk.VanillaRNN, "GRU": hk.GRU}[kind]
+        core = hk.DeepRNN([cls(H) for _ in range(layers)])
+        return hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)[0]
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_haiku_cores_from_a_three_layer_checkpoint(kind, tmp_path):
+    # Haiku's LSTM is one linear over [x, h] with gates i, g, f, o and 1
+    # added to the forget gate as it runs; its VanillaRNN a ReLU cell with a
+    # bias on each side.
+    import jax
+    torch.manual_seed(5)
+    m = getattr(torch.nn, kind)(I, H, num_layers=3, batch_first=True,
+                                **({"nonlinearity": "relu"} if kind == "RNN" else {}))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith("bias"):
+                p.uniform_(-1, 1)
+    x = sequence()
+    path = tmp_path / "rnn.pt"
+    torch.save(m.state_dict(), path)
+    net = haiku_core(kind, 3)
+    like = net.init(jax.random.key(0), x)
+    params, plan = jaxport.convert(path, like, return_plan=True)
+    assert plan.library == "haiku" and plan.ok and not plan.unused
+    if kind == "LSTM":
+        assert sorted(like) == ["lstm/linear", "lstm_1/linear", "lstm_2/linear"]
+        bias = next(l for l in plan.leaves if l["leaf"] == "lstm_1/linear/b")
+        assert [p["slice"][1] for p in bias["from"]] == [0, 2 * H, H, 3 * H]
+        assert [p.get("add", 0) for p in bias["from"]] == [0, 0, -1, 0]
+        assert "bias_ih_l1[7:14] + bias_hh_l1[7:14] - 1" in str(plan)
+    from jaxport import trees
+    got = dict(zip(*trees.flatten(params)))
+    assert all(np.array_equal(np.asarray(got[k]), v) for k, v in apply_plan(plan.data, plan.index).items())
+    np.testing.assert_allclose(np.asarray(net.apply(params, x)), torch_out(m, x), atol=1e-5)
+
+
+def test_haiku_lstm_in_bfloat16_from_a_live_module():
+    import jax
+    m, x = torch_rnn("LSTM"), sequence()
+    net = haiku_core("LSTM", 1)
+    params = jaxport.convert(m, net.init(jax.random.key(0), x), dtype="bfloat16")
+    b = np.asarray(params["lstm/linear"]["b"]).astype(np.float64)
+    with torch.no_grad():
+        s = (m.bias_ih_l0 + m.bias_hh_l0).double().numpy()
+    want = np.concatenate([s[:H], s[2 * H:3 * H], s[H:2 * H] - 1, s[3 * H:]])
+    np.testing.assert_allclose(b, want, rtol=2 ** -8)
+    f32 = jax.tree_util.tree_map(lambda a: a.astype(np.float32), params)
+    np.testing.assert_allclose(np.asarray(net.apply(f32, x)), torch_out(m, x), atol=3e-2)
+
+
+def test_haiku_gru_is_refused_and_says_why():
+    import jax
+    like = haiku_core("GRU", 1).init(jax.random.key(0), sequence())
+    with pytest.raises(errors.MatchError, match=r"reset gate before its hidden matmul"):
+        jaxport.convert(torch_rnn("GRU"), like, to="haiku")
+
+
+def test_a_constant_in_a_mapping_file(tmp_path):
+    import jax
+    m, x = torch_rnn("LSTM"), sequence()
+    path = tmp_path / "lstm.pt"
+    torch.save(m.state_dict(), path)
+    net = haiku_core("LSTM", 1)
+    like = net.init(jax.random.key(0), x)
+    f = tmp_path / "plan.json"
+    jaxport.match(path, like).save(f)
+    again = jaxport.match(path, like, mapping=f)
+    assert again.data["leaves"] == json.loads(f.read_text())["leaves"]
+    data = json.loads(f.read_text())
+    leaf = next(l for l in data["leaves"] if l["leaf"] == "lstm/linear/b")
+    leaf["from"][2]["add"] = -3.5  # the file's constant is the one added
+    f.write_text(json.dumps(data))
+    b = np.asarray(jaxport.convert(path, like, mapping=f)["lstm/linear"]["b"])
+    with torch.no_grad():
+        want = (m.bias_ih_l0[H:2 * H].double() + m.bias_hh_l0[H:2 * H].double() - 3.5).float().numpy()
+    np.testing.assert_array_equal(b[2 * H:3 * H], want)
+    leaf["from"][2]["add"] = "one"
+    f.write_text(json.dumps(data))
+    with pytest.raises(errors.CorruptError, match="finite number"):
         jaxport.match(path, like, mapping=f)
