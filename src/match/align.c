@@ -560,6 +560,15 @@ static size_t skip_collection(const char *path) {
     return 0;
 }
 
+size_t jp_match_module_span(const char *path, bool target, size_t *start) {
+    size_t skip = target ? skip_collection(path) : 0, ls;
+    jp_name_leaf(path + skip, &ls);
+    size_t end = ls;
+    while (end > 0 && is_sep(path[skip + end - 1])) end--;
+    *start = skip;
+    return end;
+}
+
 static jp_code build_target(matcher *m) {
     if (!strtab_init(&m->dst.bypath, m->nspecs + 1, &m->tmp)) return oom(m);
     for (size_t i = 0; i < m->nspecs; i++) {

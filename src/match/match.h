@@ -57,6 +57,11 @@ typedef struct jp_match_opts {
 jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets, size_t n,
                  const jp_match_opts *opts, jp_err *err);
 
+/* The module a source tensor's name (target false) or a target leaf's path
+ * (true: a Flax collection, params/ or batch_stats/, left out) belongs to,
+ * as the matcher and its hints name it: path[*start, *start + return). */
+size_t jp_match_module_span(const char *path, bool target, size_t *start);
+
 /* JP_MATCH or JP_AMBIGUOUS naming the first leaf without a source; unless
  * allow_unused, JP_MATCH naming the first source tensor whose weights no
  * leaf takes (a BatchNorm counter or a tied copy is fine); or JP_OK. */
