@@ -5,10 +5,11 @@ from .errors import JaxportError
 from .io import load, save
 from .convert import autoconvert, convert
 from .match import Plan, match
+from .align import align
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "Plan", "autoconvert", "convert", "load", "match", "open_index", "save", "__version__",
+__all__ = ["JaxportError", "Plan", "align", "autoconvert", "convert", "load", "match", "open_index", "save", "__version__",
            "wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "verify", "VerifyError"]
 
 # The runtime bridge imports jax (and torch, flax, equinox when used) only

@@ -183,3 +183,44 @@ def test_usage():
     assert r.returncode == 2 and "-o PLAN" in r.stderr
     r = subprocess.run([cli(), "align", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "127.0.0.1" in r.stdout
+
+
+def test_from_python_with_a_live_module(tmp_path):
+    # jaxport.align serves the page for a live module (written to a
+    # temporary safetensors file) and returns the saved plan, which
+    # converts the module itself.
+    import socket
+    import threading
+    import time
+    m = torch_model()
+    like = Flax().init(jax.random.key(0), jnp.zeros((1, 4)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "plan.json"
+    got = {}
+    t = threading.Thread(target=lambda: got.update(plan=jaxport.align(m, like, out, port=port, hints=["head=out"])))
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
+            break
+        except OSError:
+            time.sleep(0.1)
+    token = re.search(r'const TOKEN = "([0-9a-f]{32})"', page).group(1)
+
+    def post(path, body):
+        req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"X-Jaxport-Token": token})
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+    state = post("/hints", {"hints": ["dec=second", "enc=first"]})
+    assert state["ok"] and state["fixed_hints"] == ["head=out"]
+    post("/save", {})
+    post("/quit", {})
+    t.join(timeout=60)
+    plan = got["plan"]
+    assert plan.ok and not plan.unused
+    params = jaxport.convert(m, like, mapping=out)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(Flax().apply(params, x)), torch_forward(m, x), rtol=1e-5, atol=1e-6)

@@ -6,7 +6,6 @@ anything; broken files must fail with a jaxport error, never a crash."""
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -269,11 +268,8 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def cli():
-    exe = os.environ.get("JAXPORT_CLI")
-    if exe:
-        return exe
-    built = Path(jaxport.__file__).resolve().parents[2] / "cli" / "jaxport"
-    return str(built) if built.exists() else shutil.which("jaxport")
+    from jaxport.align import executable
+    return executable()
 
 
 def run_cli(*args):
