@@ -212,7 +212,7 @@ int cmd_align(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     struct timespec nap = {0, 50 * 1000 * 1000};
-    while (!s.quit && !interrupted) nanosleep(&nap, NULL);
+    while (!atomic_load(&s.quit) && !interrupted) nanosleep(&nap, NULL);
     MHD_stop_daemon(d);
     d = NULL;
     if (!s.saved) {

@@ -29,6 +29,7 @@ static jp_code rematch(align_session *s, jp_err *err) {
 jp_code align_session_init(align_session *s, const jp_index *ix, cli_match_args *ma, const char *out,
                            const char *token, jp_err *err) {
     memset(s, 0, sizeof *s);
+    atomic_init(&s->quit, false);
     s->ix = ix;
     s->ma = ma;
     s->out = out;
@@ -136,8 +137,11 @@ static json_t *candidates(const align_session *s) {
         json_t *list = json_array();
         for (size_t q = 0; list && q < nmods && q < ALIGN_CANDIDATES; q++)
             json_array_append_new(list, string_n(mods[q].path, mods[q].len));
-        json_object_set_new(out, json_string_value(key),
-                            json_pack("{s:o*,s:[s]}", "sources", list, "leaves", l->name));
+        json_t *entry = json_object(), *names = json_array();
+        json_array_append_new(names, json_string(l->name));
+        json_object_set_new(entry, "sources", list);
+        json_object_set_new(entry, "leaves", names);
+        json_object_set_new(out, json_string_value(key), entry);
         json_decref(key);
     }
     free(mods);
@@ -158,12 +162,20 @@ static void state(align_session *s, align_response *r) {
     for (size_t i = 0; page && i < s->nhints; i++) json_array_append_new(page, json_string(s->hints[i]));
     for (size_t i = 0; fixed && i < a->nhints; i++) json_array_append_new(fixed, json_string(a->hints[i]));
     bool ok = !jp_plan_check(s->plan, s->ix, false, &err);
-    json_t *o = plan && page && fixed ? json_pack("{s:o,s:o,s:o,s:o*,s:s,s:b,s:s,s:b}", "plan", plan, "hints", page,
-                                                  "fixed_hints", fixed, "candidates", candidates(s), "out",
-                                                  s->out, "saved", s->saved, "check", ok ? "" : err.msg, "ok", ok)
-                                      : NULL;
-    if (!o) {
-        json_decref(plan), json_decref(page), json_decref(fixed);
+    json_t *o = json_object(), *cands = candidates(s);
+    /* each set_new takes its value, also when it fails */
+    bool made = o && plan && page && fixed && cands;
+    json_object_set_new(o, "plan", plan);
+    json_object_set_new(o, "hints", page);
+    json_object_set_new(o, "fixed_hints", fixed);
+    json_object_set_new(o, "candidates", cands);
+    json_object_set_new(o, "out", json_string(s->out));
+    json_object_set_new(o, "saved", json_boolean(s->saved));
+    json_object_set_new(o, "check", json_string(ok ? "" : err.msg));
+    json_object_set_new(o, "ok", json_boolean(ok));
+    if (!made || json_object_size(o) != 8) {
+        json_decref(o);
+        o = NULL;
     }
     reply_json(r, o);
 }
@@ -286,7 +298,7 @@ void align_handle(align_session *s, const char *method, const char *path, const 
     else if (strcmp(path, "/save") == 0)
         save(s, r);
     else {
-        s->quit = true;
+        atomic_store(&s->quit, true);
         reply_json(r, json_pack("{s:b}", "saved", s->saved));
     }
 }

@@ -17,6 +17,8 @@
 #ifndef JP_CLI_ALIGN_API_H
 #define JP_CLI_ALIGN_API_H
 
+#include <stdatomic.h>
+
 #include "target.h"
 
 #define ALIGN_BODY_MAX (1u << 20) /* the most bytes a request body may hold */
@@ -30,7 +32,8 @@ typedef struct align_session {
     char *hints[CLI_MAX_HINTS];   /* the page's, heap copies */
     size_t nhints;
     jp_plan *plan;
-    bool saved, quit;
+    bool saved;
+    atomic_bool quit;             /* set by the server's thread, read by the one waiting */
 } align_session;
 
 typedef struct align_response {
