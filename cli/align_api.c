@@ -76,6 +76,7 @@ static void reply_json(align_response *r, json_t *o) {
 typedef struct scored {
     const char *path;
     size_t len;
+    char key[256];                /* jp_name_key of the path */
     int score;
 } scored;
 
@@ -86,10 +87,8 @@ static int by_score(const void *a, const void *b) {
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static json_t *string_n(const char *s, size_t n) { return json_stringn(s, n); }
-
 /* The source modules (distinct module paths of the checkpoint's tensors),
- * as spans into the tensors' names. */
+ * as spans into the tensors' names, each with its key. */
 static scored *source_modules(const jp_index *ix, size_t *count) {
     size_t n = jp_index_count(ix), k = 0;
     scored *mods = calloc(n + 1, sizeof *mods);
@@ -100,18 +99,24 @@ static scored *source_modules(const jp_index *ix, size_t *count) {
         bool seen = false; /* tensors of a module are usually neighbours */
         for (size_t q = k; q-- > 0 && q + 8 >= k && !seen;)
             seen = mods[q].len == len && strncmp(mods[q].path, name + start, len) == 0;
-        if (!seen) mods[k++] = (scored){name + start, len, 0};
+        if (seen) continue;
+        mods[k].path = name + start;
+        mods[k].len = len;
+        jp_name_key(name + start, len, mods[k].key, sizeof mods[k].key);
+        k++;
     }
     *count = k;
     return mods;
 }
 
-/* For each target module with a leaf left unpaired: those leaves, and the
- * source modules closest to it by name, best first. */
-static json_t *candidates(const align_session *s) {
+/* For each target module with a leaf left unpaired (the first
+ * ALIGN_MODULES of them; *unlisted counts the open leaves of the others):
+ * those leaves, and the source modules closest to it by name, best first. */
+static json_t *candidates(const align_session *s, size_t *unlisted) {
     json_t *out = json_object();
     size_t nmods = 0;
     scored *mods = source_modules(s->ix, &nmods);
+    *unlisted = 0;
     if (!out || !mods) {
         free(mods);
         json_decref(out);
@@ -121,23 +126,20 @@ static json_t *candidates(const align_session *s) {
         const jp_plan_leaf *l = &s->plan->leaves[i];
         if (!(l->flags & (JP_LEAF_MISSING | JP_LEAF_AMBIGUOUS))) continue;
         size_t start, len = jp_match_module_span(l->name, true, &start);
-        char tkey[512], skey[512];
-        json_t *key = string_n(l->name + start, len), *seen = key ? json_object_get(out, json_string_value(key)) : NULL;
+        json_t *key = json_stringn(l->name + start, len), *seen = key ? json_object_get(out, json_string_value(key)) : NULL;
         if (seen) json_array_append_new(json_object_get(seen, "leaves"), json_string(l->name));
-        if (!key || seen) {
+        else if (key && json_object_size(out) >= ALIGN_MODULES) ++*unlisted;
+        if (!key || seen || json_object_size(out) >= ALIGN_MODULES) {
             json_decref(key);
             continue;
         }
+        char tkey[256];
         jp_name_key(l->name + start, len, tkey, sizeof tkey);
-        for (size_t q = 0; q < nmods; q++) {
-            jp_name_key(mods[q].path, mods[q].len, skey, sizeof skey);
-            mods[q].score = jp_name_similarity(skey, tkey);
-        }
+        for (size_t q = 0; q < nmods; q++) mods[q].score = jp_name_similarity(mods[q].key, tkey);
         qsort(mods, nmods, sizeof *mods, by_score);
-        json_t *list = json_array();
+        json_t *list = json_array(), *entry = json_object(), *names = json_array();
         for (size_t q = 0; list && q < nmods && q < ALIGN_CANDIDATES; q++)
-            json_array_append_new(list, string_n(mods[q].path, mods[q].len));
-        json_t *entry = json_object(), *names = json_array();
+            json_array_append_new(list, json_stringn(mods[q].path, mods[q].len));
         json_array_append_new(names, json_string(l->name));
         json_object_set_new(entry, "sources", list);
         json_object_set_new(entry, "leaves", names);
@@ -162,7 +164,8 @@ static void state(align_session *s, align_response *r) {
     for (size_t i = 0; page && i < s->nhints; i++) json_array_append_new(page, json_string(s->hints[i]));
     for (size_t i = 0; fixed && i < a->nhints; i++) json_array_append_new(fixed, json_string(a->hints[i]));
     bool ok = !jp_plan_check(s->plan, s->ix, false, &err);
-    json_t *o = json_object(), *cands = candidates(s);
+    size_t unlisted;
+    json_t *o = json_object(), *cands = candidates(s, &unlisted);
     /* each set_new takes its value, also when it fails */
     bool made = o && plan && page && fixed && cands;
     json_object_set_new(o, "plan", plan);
@@ -173,7 +176,8 @@ static void state(align_session *s, align_response *r) {
     json_object_set_new(o, "saved", json_boolean(s->saved));
     json_object_set_new(o, "check", json_string(ok ? "" : err.msg));
     json_object_set_new(o, "ok", json_boolean(ok));
-    if (!made || json_object_size(o) != 8) {
+    json_object_set_new(o, "unlisted", json_integer((json_int_t)unlisted));
+    if (!made || json_object_size(o) != 9) {
         json_decref(o);
         o = NULL;
     }

@@ -6,8 +6,8 @@
  *
  *   GET  /          the page
  *   GET  /state     the plan (as jaxport match -o writes it), the page's
- *                   hints, and for each target module left unpaired the
- *                   source modules closest by name
+ *                   hints, and for each target module left unpaired (the
+ *                   first ALIGN_MODULES) the source modules closest by name
  *   POST /hints     {"hints": ["SRC=DST", ...]}: match again with them
  *   POST /save      write the plan to the output file (whole or not at all)
  *   POST /quit      stop serving
@@ -23,6 +23,8 @@
 
 #define ALIGN_BODY_MAX (1u << 20) /* the most bytes a request body may hold */
 #define ALIGN_CANDIDATES 12       /* source modules offered per unpaired target module */
+#define ALIGN_MODULES 100         /* unpaired target modules listed at once (a template for
+                                     another model leaves every one open) */
 
 typedef struct align_session {
     const jp_index *ix;

@@ -730,7 +730,9 @@ static int64_t fit_leaf(matcher *m, const module *s, const module *t, const tlea
             return s->leaves[k];
         }
         if (jp_layout_solve(m->o->lib, tl->role, tl->spelling, sl->ndim, sl->shape, spec->ndim, spec->shape, &nm,
-                            fl, x))
+                            fl, x) &&
+            /* Haiku's LSTM kernel is made as a Linear kernel is, its gates swapped by the permute */
+            (!sl->lstm_gates || (x->ndim == 2 && x->perm[0] == 1 && x->perm[1] == 0 && !x->flip)))
             return s->leaves[k];
     }
     (void)t;

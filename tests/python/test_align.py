@@ -224,3 +224,22 @@ def test_from_python_with_a_live_module(tmp_path):
     params = jaxport.convert(m, like, mapping=out)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(Flax().apply(params, x)), torch_forward(m, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_template_for_another_model_lists_the_first_modules(tmp_path):
+    # every leaf is open: the page lists ALIGN_MODULES (100) target modules
+    # and counts the open leaves of the others
+    m = torch.nn.ModuleDict({f"block{i}": torch.nn.Linear(3, 5) for i in range(150)})
+    ckpt = tmp_path / "m.pt"
+    torch.save(m.state_dict(), ckpt)
+    leaves = tmp_path / "leaves.json"
+    leaves.write_text(json.dumps({"library": "flax", "leaves": [
+        {"path": f"params/Dense_{i}/{n}", "shape": s, "dtype": "float32"}
+        for i in range(150) for n, s in (("kernel", [4, 6]), ("bias", [6]))]}))
+    s = Server(ckpt, leaves, tmp_path / "plan.json")
+    try:
+        state = json.loads(s.get("/state")[1])
+        assert len(state["candidates"]) == 100 and state["unlisted"] == 100
+        assert all(len(c["sources"]) == 12 and len(c["leaves"]) == 2 for c in state["candidates"].values())
+    finally:
+        s.stop()
