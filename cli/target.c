@@ -211,7 +211,17 @@ int cli_match_plan(cli_match_args *a, const jp_index *ix, jp_dtype dtype, jp_pla
     if (a->rules_path && read_rules(a->rules_path, &a->rules, &a->nrules, &a->rules_buf)) return 1;
     jp_code rc = cli_target_load(&a->target, a->like, err);
     if (rc) return cli_fail(err);
-    a->lib = a->target.has_lib ? a->target.lib : JP_LIB_FLAX;
+    if (!a->target.has_lib) { /* a plain dict's leaves: Haiku's names, or Flax's */
+        const char **paths = malloc((a->target.n + 1) * sizeof *paths);
+        if (!paths) {
+            fprintf(stderr, "jaxport: out of memory\n");
+            return 1;
+        }
+        for (size_t i = 0; i < a->target.n; i++) paths[i] = a->target.leaves[i].path;
+        a->target.lib = jp_lib_of_paths(paths, a->target.n);
+        free(paths);
+    }
+    a->lib = a->target.lib;
     if (a->to && !jp_lib_from_name(a->to, &a->lib)) {
         fprintf(stderr, "jaxport: unknown library '%s' (flax, nnx, haiku, equinox)\n", a->to);
         return 2;

@@ -29,7 +29,8 @@ void cli_target_free(cli_target *t);
 #define CLI_MATCH_USAGE                                                                        \
     "  --like TEMPLATE     the target's leaves: a Flax msgpack, safetensors or npz of the\n"  \
     "                      initialised params, an .eqx file, or a JSON leaf list\n"           \
-    "  --to LIB            flax (default), nnx, haiku or equinox\n"                           \
+    "  --to LIB            flax, nnx, haiku or equinox (default: the template's own, or\n"  \
+    "                      told from its leaf names: haiku's w and offset, else flax)\n"       \
     "  --hint SRC=DST      source module SRC is target module DST (repeatable)\n"             \
     "  --rules FILE        rename rules applied to source names first, one per line:\n"       \
     "                      REGEX => REPLACEMENT (\\\\1..\\\\9 for groups; # comments)\n"      \

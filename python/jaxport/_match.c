@@ -319,6 +319,28 @@ static PyObject *py_plan_table(PyObject *self, PyObject *arg) {
     return r;
 }
 
+static PyObject *py_library_of(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "library_of wants a list of leaf paths");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const char **paths = malloc(((size_t)n + 1) * sizeof *paths);
+    if (!paths) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(paths[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i)))) {
+            free(paths);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    jp_lib lib = jp_lib_of_paths(paths, (size_t)n);
+    free(paths);
+    Py_DECREF(seq);
+    return PyUnicode_FromString(jp_lib_name(lib));
+}
+
 static PyMethodDef methods[] = {
     {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
      "convert(index, leaves, *, ..., dtypes, strict=True, threads=0, allow_unused=False, progress=None)\n"
@@ -328,6 +350,8 @@ static PyMethodDef methods[] = {
      "leaf takes unless allow_unused; otherwise missing leaves are left out. progress(done, total, name)\n"
      "is called with leaf bytes written, a few times a second at most."},
     {"plan_table", py_plan_table, METH_O, "plan_table(json) -> str: a plan as a table for people."},
+    {"library_of", py_library_of, METH_O,
+     "library_of(paths) -> 'haiku' or 'flax': the library a plain dict's leaf paths are written for."},
     {"match", (PyCFunction)(void (*)(void))py_match, METH_VARARGS | METH_KEYWORDS,
      "match(index, leaves, *, lib='flax', hints=(), rules=(), ordered=False, flatten=None, dtype=None,\n"
      "      mapping=None) -> str\n\n"

@@ -23,10 +23,7 @@ def detect_library(like, names=None):
     if names is None:
         from . import trees
         names, _ = trees.flatten(like)
-    last = {n.rsplit("/", 1)[-1] for n in names}
-    if ("w" in last or "offset" in last) and "kernel" not in last:
-        return "haiku"
-    return "flax"
+    return _core.library_of(names)
 
 
 def _object_library(like):

@@ -24,6 +24,17 @@ bool jp_lib_from_name(const char *name, jp_lib *out) {
     return false;
 }
 
+jp_lib jp_lib_of_paths(const char *const *paths, size_t n) {
+    bool haiku = false;
+    for (size_t i = 0; i < n; i++) {
+        size_t ls, ll = jp_name_leaf(paths[i], &ls);
+        const char *leaf = paths[i] + ls;
+        if (ll == 6 && strncmp(leaf, "kernel", 6) == 0) return JP_LIB_FLAX;
+        haiku |= (ll == 1 && leaf[0] == 'w') || (ll == 6 && strncmp(leaf, "offset", 6) == 0);
+    }
+    return haiku ? JP_LIB_HAIKU : JP_LIB_FLAX;
+}
+
 /* Words that mark a transposed convolution in either path. */
 static const char *const transpose_words[] = {"transpose", "deconv", "convt", "tconv", "upconv", NULL};
 

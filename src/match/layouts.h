@@ -36,6 +36,10 @@ typedef enum jp_lib {
 
 const char *jp_lib_name(jp_lib lib);
 bool jp_lib_from_name(const char *name, jp_lib *out);
+/* The library a plain dict of arrays (no object to ask) is written for,
+ * from its leaf paths: Haiku's when a leaf is named w or offset and none
+ * kernel, Flax linen's otherwise. */
+jp_lib jp_lib_of_paths(const char *const *paths, size_t n);
 
 /* The conv-then-Linear flatten order: a Linear whose input is a (C, H, W)
  * feature map flattened in PyTorch's NCHW order, targeted at a model that

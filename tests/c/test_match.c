@@ -380,8 +380,24 @@ static void test_tied_copies(void) {
     jp_index_close(ix);
 }
 
+/* A plain dict's library from its leaf paths: Haiku's w and offset, unless
+ * a kernel says Flax. */
+static void test_library_of_paths(void) {
+    const char *haiku[] = {"mlp/~/linear_0/w", "mlp/~/linear_0/b", "layer_norm/offset"};
+    const char *flax[] = {"params/Dense_0/kernel", "params/Dense_0/bias"};
+    const char *both[] = {"a/w", "params/b/kernel"};
+    const char *neither[] = {"a/bias", "a/scale"};
+    CHECK(jp_lib_of_paths(haiku, 3) == JP_LIB_HAIKU);
+    CHECK(jp_lib_of_paths(haiku + 2, 1) == JP_LIB_HAIKU);
+    CHECK(jp_lib_of_paths(flax, 2) == JP_LIB_FLAX);
+    CHECK(jp_lib_of_paths(both, 2) == JP_LIB_FLAX);
+    CHECK(jp_lib_of_paths(neither, 2) == JP_LIB_FLAX);
+    CHECK(jp_lib_of_paths(NULL, 0) == JP_LIB_FLAX);
+}
+
 int main(void) {
     test_names();
+    test_library_of_paths();
     test_layouts();
     test_match_and_json();
     test_equinox_gru();

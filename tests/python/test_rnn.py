@@ -334,3 +334,23 @@ def test_a_constant_in_a_mapping_file(tmp_path):
     f.write_text(json.dumps(data))
     with pytest.raises(errors.CorruptError, match="finite number"):
         jaxport.match(path, like, mapping=f)
+
+
+def test_haiku_lstm_from_the_command_line(tmp_path):
+    # a leaf list without "library": Haiku's w and b names tell it
+    import subprocess
+    import jax
+    from jaxport.match import target_leaves
+    from test_torch_reader import cli
+    m, x = torch_rnn("LSTM", layers=2), sequence()
+    torch.save(m.state_dict(), tmp_path / "lstm.pt")
+    _, specs = target_leaves(haiku_core("LSTM", 2).init(jax.random.key(0), x))
+    (tmp_path / "leaves.json").write_text(json.dumps({"leaves": [
+        {"path": p, "shape": list(s), "dtype": d} for p, s, d, _ in specs]}))
+    r = subprocess.run([cli(), "match", tmp_path / "lstm.pt", "--like", tmp_path / "leaves.json", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["library"] == "haiku"
+    assert {l["rule"] for l in plan["leaves"] if l["leaf"].endswith("/w")} == {
+        "Haiku LSTM kernel: [weight_ih | weight_hh] transposed, gates i, g, f, o"}
