@@ -61,12 +61,16 @@ def _jax_arrays(arrays, placements):
     its place."""
     import jax
     default = jax.devices()[0]
-    out = {}
-    for name, a in arrays.items():
-        where = placements.get(name)
-        if where is not None and where.device_set == {default} and where.is_fully_replicated:
-            where = None
-        out[name] = jax.device_put(a, where, may_alias=True)
+    names, where = [], []  # one device_put for each kind: a call costs more than an alias
+    for name, s in placements.items():
+        if name in arrays and not (s.device_set == {default} and s.is_fully_replicated):
+            names.append(name)
+            where.append(s)
+    placed = set(names)
+    rest = [n for n in arrays if n not in placed]
+    out = dict(zip(rest, jax.device_put([arrays[n] for n in rest], may_alias=True)))
+    if names:
+        out.update(zip(names, jax.device_put([arrays[n] for n in names], where, may_alias=True)))
     return out
 
 
