@@ -186,29 +186,15 @@ def test_usage():
 
 
 def test_from_python_with_a_live_module(tmp_path):
-    # jaxport.align serves the page for a live module (written to a
-    # temporary safetensors file) and returns the saved plan, which
+    # jaxport.align serves the page for a live module (saved to a temporary
+    # file) and, once the page saves and quits, returns the plan, which
     # converts the module itself.
-    import socket
-    import threading
-    import time
     m = torch_model()
     like = Flax().init(jax.random.key(0), jnp.zeros((1, 4)))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "plan.json"
-    got = {}
-    t = threading.Thread(target=lambda: got.update(plan=jaxport.align(m, like, out, port=port, hints=["head=out"])))
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
-            break
-        except OSError:
-            time.sleep(0.1)
-    token = re.search(r'const TOKEN = "([0-9a-f]{32})"', page).group(1)
+    server = jaxport.align(m, like, out, port=0, hints=["head=out"], wait=False)
+    base = server.url.rstrip("/")
+    token = re.search(r'const TOKEN = "([0-9a-f]{32})"', urllib.request.urlopen(base + "/").read().decode()).group(1)
 
     def post(path, body):
         req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
@@ -218,12 +204,14 @@ def test_from_python_with_a_live_module(tmp_path):
     assert state["ok"] and state["fixed_hints"] == ["head=out"]
     post("/save", {})
     post("/quit", {})
-    t.join(timeout=60)
-    plan = got["plan"]
+    plan = server.wait(timeout=60)
     assert plan.ok and not plan.unused
     params = jaxport.convert(m, like, mapping=out)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(Flax().apply(params, x)), torch_forward(m, x), rtol=1e-5, atol=1e-6)
+    # stopped without saving: None, and the file saved before is not taken for a new one
+    again = jaxport.align(m, like, out, port=0, wait=False)
+    assert again.stop() is None and again.proc.returncode == 1
 
 
 def test_a_template_for_another_model_lists_the_first_modules(tmp_path):
