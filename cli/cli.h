@@ -12,6 +12,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_match(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_align(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
 
 /* Print "jaxport: <message>" for a failed call; returns 1. */
 int cli_fail(const jp_err *err);

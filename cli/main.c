@@ -12,6 +12,7 @@ static const struct verb {
     {"inspect", cmd_inspect, "list every tensor, value and suspicious global of a file"},
     {"match", cmd_match, "pair a checkpoint's tensors with a JAX model's leaves"},
     {"align", cmd_align, "pair on a local web page what match could not decide, and save the plan"},
+    {"diff", cmd_diff, "compare the tensors of two files by name: dtypes, shapes and values"},
     {"convert", cmd_convert, "write every tensor of a file in another format (--dtype casts floats)"},
 };
 

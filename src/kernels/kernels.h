@@ -84,4 +84,24 @@ jp_code jp_concat_cast(void *dst, jp_dtype dst_dt, int axis, size_t count, const
 jp_code jp_strided_extent(int ndim, const int64_t *shape, const int64_t *strides, uint64_t *numel,
                           int64_t *lo, int64_t *hi, jp_err *err);
 
+/* ---- comparing two tensors */
+
+typedef struct jp_compare_stats {
+    uint64_t numel;
+    uint64_t differing;           /* elements outside the tolerance (NaN matches only NaN) */
+    int64_t first;                /* row-major index of the first of them, or -1 */
+    double max_abs, max_rel;      /* over pairs without NaN: |a - b| and |a - b| / |b| */
+    bool bits_equal;              /* same dtype and the same bytes */
+    bool values;                  /* compared as float64 (complex128) values; false: by bytes only */
+} jp_compare_stats;
+
+/* Compare two views of the same shape element by element, in float64 (both
+ * complex: complex128, |a - b| the modulus), as numpy.isclose does: an
+ * element differs when |a - b| > atol + rtol * |b|. Views may be strided
+ * and their items unaligned. A type with no float64 reading (packed float4
+ * pairs) is compared by its bytes when both sides have it. JP_SHAPE for
+ * different shapes, JP_DTYPE for a real side against a complex one. */
+jp_code jp_compare(const jp_view *a, const jp_view *b, double atol, double rtol, jp_compare_stats *out,
+                   jp_err *err);
+
 #endif /* JP_KERNELS_H */

@@ -1,7 +1,9 @@
 /* Tests for src/kernels and the thread pool: small exact cases, the errors,
  * views (slice, split, reshape, concat) and output that does not depend on
  * the thread count. The Python tests compare with numpy at scale. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "check.h"
@@ -365,7 +367,60 @@ static void test_pool(void) {
     jp_pool_destroy(NULL);
 }
 
+/* jp_compare: a strided side against a dense one, unaligned items, NaN
+ * against NaN and against a number, -0 against 0, a tolerance, complex
+ * moduli, packed float4 by bytes, and the refusals. */
+static void test_compare(void) {
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    float at[6] = {1, 4, 2, 5, 3, 6}; /* a (2x3) stored transposed, read back through strides */
+    jp_view va = {a, JP_F32, 2, {2, 3}, {3, 1}}, vt = {at, JP_F32, 2, {2, 3}, {1, 2}};
+    jp_compare_stats st;
+    jp_err err;
+    CHECK_EQ_U64(jp_compare(&va, &vt, 0, 0, &st, &err), JP_OK);
+    CHECK(st.numel == 6 && st.differing == 0 && st.first == -1 && st.bits_equal && st.values && st.max_abs == 0);
+    unsigned char raw[6 * 4 + 1];
+    float b[6] = {1, 2, 3.5f, 4, 5, 6.25f};
+    memcpy(raw + 1, b, sizeof b); /* one byte off alignment */
+    jp_view vb = {raw + 1, JP_F32, 2, {2, 3}, {3, 1}};
+    CHECK_EQ_U64(jp_compare(&va, &vb, 0, 0, &st, &err), JP_OK);
+    CHECK(st.differing == 2 && st.first == 2 && !st.bits_equal && st.max_abs == 0.5);
+    CHECK(st.max_rel == 0.5 / 3.5);
+    CHECK_EQ_U64(jp_compare(&va, &vb, 0.3, 0.1, &st, &err), JP_OK); /* 0.25 <= 0.3 + 0.625, 0.5 <= 0.3 + 0.35 */
+    CHECK(st.differing == 0 && st.max_abs == 0.5);
+    CHECK_EQ_U64(jp_compare(&va, &vb, 0.3, 0, &st, &err), JP_OK);
+    CHECK(st.differing == 1 && st.first == 2);
+    double n1[3] = {NAN, 1, 0.0}, n2[3] = {NAN, NAN, -0.0};
+    jp_view w1 = {n1, JP_F64, 1, {3}, {1}}, w2 = {n2, JP_F64, 1, {3}, {1}};
+    CHECK_EQ_U64(jp_compare(&w1, &w2, 0, 0, &st, &err), JP_OK);
+    CHECK(st.differing == 1 && st.first == 1 && !st.bits_equal && st.max_abs == 0);
+    uint16_t h[3] = {0x3f80, 0x4000, 0x4040}; /* bfloat16 1, 2, 3 */
+    float f[3] = {1, 2, 3};
+    jp_view vh = {h, JP_BF16, 1, {3}, {1}}, vf = {f, JP_F32, 1, {3}, {1}};
+    CHECK_EQ_U64(jp_compare(&vh, &vf, 0, 0, &st, &err), JP_OK);
+    CHECK(st.differing == 0 && !st.bits_equal);
+    float c1[4] = {3, 4, 1, 1}, c2[4] = {0, 0, 1, 1}; /* complex64 (3+4j, 1+1j) against (0, 1+1j) */
+    jp_view vc1 = {c1, JP_C64, 1, {2}, {1}}, vc2 = {c2, JP_C64, 1, {2}, {1}};
+    CHECK_EQ_U64(jp_compare(&vc1, &vc2, 0, 0, &st, &err), JP_OK);
+    CHECK(st.differing == 1 && st.first == 0 && st.max_abs == 5);
+    CHECK_EQ_U64(jp_compare(&vc1, &vf, 0, 0, &st, &err), JP_SHAPE);
+    jp_view vr = {f, JP_F32, 1, {2}, {1}};
+    CHECK_EQ_U64(jp_compare(&vc1, &vr, 0, 0, &st, &err), JP_DTYPE);
+    CHECK(strstr(err.msg, "complex"));
+    uint8_t p1[2] = {0x12, 0x34}, p2[2] = {0x12, 0x35};
+    jp_view vp1 = {p1, JP_F4_E2M1FN_X2, 1, {2}, {1}}, vp2 = {p2, JP_F4_E2M1FN_X2, 1, {2}, {1}};
+    CHECK_EQ_U64(jp_compare(&vp1, &vp2, 0, 0, &st, &err), JP_OK);
+    CHECK(!st.values && st.differing == 1 && st.first == 1);
+    CHECK_EQ_U64(jp_compare(&vp1, &vr, 0, 0, &st, &err), JP_DTYPE);
+    jp_view v0 = {f, JP_F32, 0, {0}, {0}};
+    CHECK_EQ_U64(jp_compare(&v0, &v0, 0, 0, &st, &err), JP_OK);
+    CHECK(st.numel == 1 && st.differing == 0 && st.bits_equal);
+    jp_view e1 = {f, JP_F32, 2, {0, 3}, {3, 1}};
+    CHECK_EQ_U64(jp_compare(&e1, &e1, 0, 0, &st, &err), JP_OK);
+    CHECK(st.numel == 0 && st.differing == 0);
+}
+
 int main(void) {
+    test_compare();
     test_transpose_small();
     test_casts();
     test_errors();
