@@ -1,0 +1,87 @@
+"""jaxport diff: two files' tensors compared by name, against numpy's
+reading of the same tensors, across formats the real libraries wrote."""
+
+import json
+import subprocess
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from test_torch_reader import cli
+
+
+def diff(*args):
+    r = subprocess.run([cli(), "diff", *map(str, args)], capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+def state():
+    torch.manual_seed(0)
+    return {"fc.weight": torch.randn(6, 5), "fc.bias": torch.randn(6),
+            "conv.weight": torch.randn(4, 3, 3, 3).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),  # strided
+            "nan": torch.tensor([float("nan"), 1.0, -0.0]), "steps": torch.tensor(7)}
+
+
+def test_the_same_tensors_in_three_formats(tmp_path):
+    sd = state()
+    torch.save(sd, tmp_path / "m.pt")
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "m.safetensors")
+    status, out, _ = diff(tmp_path / "m.pt", tmp_path / "m.safetensors")
+    assert status == 0 and "5 tensors: 5 the same, 0 differ" in out
+    # jaxport's own converter, checked by the same tool
+    subprocess.run([cli(), "convert", tmp_path / "m.pt", "-o", tmp_path / "m.msgpack", "--quiet"], check=True)
+    assert diff(tmp_path / "m.pt", tmp_path / "m.msgpack")[0] == 0
+    subprocess.run([cli(), "convert", tmp_path / "m.pt", "-o", tmp_path / "h.msgpack", "--dtype", "bf16", "--quiet"],
+                   check=True)
+    status, out, _ = diff(tmp_path / "m.pt", tmp_path / "h.msgpack")
+    assert status == 1 and "float32 against bfloat16" in out
+    # bfloat16 keeps 8 bits: every value within 2**-8 of float32's
+    assert diff(tmp_path / "m.pt", tmp_path / "h.msgpack", "--ignore-dtype", "--rtol", 2 ** -8)[0] == 0
+    assert diff(tmp_path / "m.pt", tmp_path / "h.msgpack", "--ignore-dtype", "--rtol", 2 ** -12)[0] == 1
+
+
+def test_what_differs_and_by_how_much(tmp_path):
+    a = state()
+    b = dict(a)
+    b["fc.weight"] = a["fc.weight"].clone()
+    b["fc.weight"][2, 3] += 0.125
+    b["fc.weight"][4, 1] -= 1e-3
+    b["nan"] = torch.tensor([float("nan"), float("nan"), 0.0])  # NaN against 1, and 0 against -0
+    b["conv.weight"] = a["conv.weight"][:, :2]
+    del b["steps"]
+    b["extra"] = torch.zeros(3, dtype=torch.int64)
+    torch.save(a, tmp_path / "a.pt")
+    torch.save(b, tmp_path / "b.pt")
+    status, out, _ = diff(tmp_path / "a.pt", tmp_path / "b.pt", "--json")
+    assert status == 1
+    report = json.loads(out)
+    rows = {t["name"]: t for t in report["tensors"]}
+    assert report["count"] == 6 and report["differ"] == 5 and report["one_side"] == 2
+    fc = rows["fc.weight"]
+    want = np.abs(a["fc.weight"].double().numpy() - b["fc.weight"].double().numpy())
+    assert fc["status"] == "values" and fc["differing"] == 2 and fc["first"] == 2 * 5 + 3
+    assert fc["max_abs"] == want.max()
+    assert rows["fc.bias"]["same"]
+    assert rows["nan"]["status"] == "values" and rows["nan"]["differing"] == 1 and rows["nan"]["first"] == 1
+    assert rows["conv.weight"]["status"] == "shape"
+    assert rows["steps"]["status"] == "only in A" and rows["extra"]["status"] == "only in B"
+    # within a tolerance the small change is the same, the large one not
+    status, out, _ = diff(tmp_path / "a.pt", tmp_path / "b.pt", "--atol", "0.01")
+    assert status == 1 and "1 of 30 elements differ" in out
+    # -0 against 0 is the same value in other bits: a difference only when exact
+    c = dict(a, nan=torch.tensor([float("nan"), 1.0, 0.0]))
+    torch.save(c, tmp_path / "c.pt")
+    status, out, _ = diff(tmp_path / "a.pt", tmp_path / "c.pt")
+    assert status == 1 and "same values, other bits" in out
+    assert diff(tmp_path / "a.pt", tmp_path / "c.pt", "--atol", "0")[0] == 1
+    assert diff(tmp_path / "a.pt", tmp_path / "c.pt", "--rtol", "1e-9")[0] == 0
+
+
+def test_usage_and_unreadable_files(tmp_path):
+    assert diff(tmp_path / "a.pt")[0] == 2
+    assert diff("--atol", "-1", "a", "b")[0] == 2
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "ok.pt")
+    status, _, err = diff(tmp_path / "ok.pt", tmp_path / "bad.pt")
+    assert status == 1 and err.startswith("jaxport: ")
