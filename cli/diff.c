@@ -7,12 +7,18 @@
 #include <string.h>
 
 #include "cli.h"
+#include "exec/exec.h"
 #include "kernels/kernels.h"
+#include "target.h"
 
 static const char *usage_text =
     "usage: jaxport diff A B [options]\n"
+    "       jaxport diff SRC OUT --like TEMPLATE [matching options]\n"
     "\n"
     "Compares the tensors of two files jaxport reads (any pair of formats), by name.\n"
+    "With --like, OUT is a conversion of the checkpoint SRC: each leaf of the plan\n"
+    "(matched, or read with --mapping) is made again from SRC, one at a time, and\n"
+    "compared with OUT's tensor of that name.\n"
     "Without a tolerance, tensors are the same when their dtypes, shapes and bytes are;\n"
     "with one, when every pair of values is close as numpy.isclose says\n"
     "(|a - b| <= atol + rtol * |b|, in float64; NaN matches only NaN).\n"
@@ -23,6 +29,7 @@ static const char *usage_text =
     "  --all               list the tensors that are the same too\n"
     "  --json              one JSON object instead of the table\n"
     "  --allow-unsafe      read a checkpoint that would run code under torch.load\n"
+    CLI_MATCH_USAGE
     "\n"
     "Exit status: 0 the files hold the same tensors, 1 they differ (or one could not be\n"
     "read), 2 usage.\n";
@@ -30,7 +37,9 @@ static const char *usage_text =
 typedef struct row {
     const char *name;
     const jp_tensor *a, *b;
-    const char *status;           /* "same", "only in A", "dtype", "shape", "values", "bits" */
+    jp_tensor made;               /* --like: the leaf made from SRC (a points here) */
+    const char *status;           /* "same", "only in A", "only in B", "dtype", "shape", "values", "bits";
+                                     --like: "unpaired" (no source), "unmade" (the plan failed) */
     bool differs;
     jp_compare_stats st;
     char why[JP_ERR_MSG_MAX];     /* a comparison that could not be made */
@@ -83,6 +92,43 @@ static void compare(row *r, double atol, double rtol, bool ignore_dtype) {
     }
 }
 
+/* --like: plan leaf i made from src into a buffer of its own, as the
+ * tensor r->made; false with why when it could not be. */
+static bool make_leaf(const jp_plan *plan, size_t i, const jp_index *src, row *r, void **buf) {
+    jp_plan one;
+    memset(&one, 0, sizeof one);
+    one.leaves = &plan->leaves[i];
+    one.n = 1;
+    jp_err err;
+    jp_sink_tensor *st = NULL;
+    size_t n = 0;
+    jp_sink *sink = NULL;
+    jp_code rc = jp_exec_sink_tensors(&one, false, &st, &n, &err);
+    if (!rc && !(*buf = malloc(st[0].nbytes + 1))) rc = jp_err_set(&err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    if (!rc) rc = jp_sink_open_memory(&sink, st, 1, buf, &err);
+    if (!rc) rc = jp_exec_run(&one, src, sink, NULL, &err);
+    if (rc) {
+        snprintf(r->why, sizeof r->why, "%s", err.msg);
+        free(st);
+        return false;
+    }
+    jp_tensor *t = &r->made;
+    const jp_plan_leaf *l = &plan->leaves[i];
+    t->name = l->name;
+    t->dtype = l->dtype;
+    t->ndim = l->ndim;
+    t->numel = 1;
+    for (int d = l->ndim - 1; d >= 0; d--) {
+        t->shape[d] = l->shape[d];
+        t->strides[d] = (int64_t)t->numel;
+        t->numel *= (uint64_t)l->shape[d];
+    }
+    t->nbytes = st[0].nbytes;
+    t->data = *buf;
+    free(st);
+    return true;
+}
+
 static void print_table(const row *rows, size_t n, bool all, const char *pa, const char *pb) {
     size_t w = 4;
     for (size_t i = 0; i < n; i++)
@@ -96,13 +142,13 @@ static void print_table(const row *rows, size_t n, bool all, const char *pa, con
         char sa[96], sb[96], detail[JP_ERR_MSG_MAX + 200];
         shape_text(r->a, sa, sizeof sa);
         shape_text(r->b, sb, sizeof sb);
-        if (!r->a || !r->b) {
+        if (r->why[0]) {
+            snprintf(detail, sizeof detail, "%s", r->why);
+        } else if (!r->a || !r->b) {
             const jp_tensor *t = r->a ? r->a : r->b;
             snprintf(detail, sizeof detail, "%s %s", jp_dtype_numpy_name(t->dtype), r->a ? sa : sb);
         } else if (strcmp(r->status, "shape") == 0) {
             snprintf(detail, sizeof detail, "%s against %s", sa, sb);
-        } else if (r->why[0]) {
-            snprintf(detail, sizeof detail, "%s", r->why);
         } else {
             int k = 0;
             if (r->a->dtype != r->b->dtype)
@@ -148,8 +194,12 @@ int cmd_diff(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
     double atol = 0, rtol = 0;
     bool json = false, all = false, unsafe = false, ignore_dtype = false;
+    cli_match_args ma = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int took = cli_match_option(&ma, argc, argv, &i);
+        if (took < 0) return 2;
+        if (took) continue;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -184,27 +234,55 @@ int cmd_diff(int argc, char **argv) {
     jp_open_opts oo = {unsafe ? JP_OPEN_ALLOW_UNSAFE : 0};
     int status = 1;
     row *rows = NULL;
+    bool *taken = NULL;
+    jp_plan *plan = NULL;
     if (jp_index_open(&ia, pa, &oo, &err) || jp_index_open(&ib, pb, &oo, &err)) {
         status = cli_fail(&err);
         goto done;
     }
-    size_t na = jp_index_count(ia), nb = jp_index_count(ib), n = 0;
+    if (ma.like && (status = cli_match_plan(&ma, ia, JP_DTYPE_INVALID, &plan, &err))) goto done;
+    status = 1;
+    size_t na = plan ? plan->n : jp_index_count(ia), nb = jp_index_count(ib), n = 0;
     rows = calloc(na + nb + 1, sizeof *rows);
-    if (!rows) {
+    taken = calloc(nb + 1, sizeof *taken); /* B's tensors some row of A's compared */
+    if (!rows || !taken) {
         fprintf(stderr, "jaxport diff: out of memory\n");
         goto done;
     }
-    for (size_t i = 0; i < na; i++) { /* A's order, then what only B holds */
+    for (size_t i = 0; i < na; i++) { /* A's order (the plan's), then what only B holds */
         row *r = &rows[n++];
-        r->a = jp_index_at(ia, i);
-        r->name = r->a->name;
-        r->b = jp_index_find(ib, r->name);
+        void *buf = NULL;
+        if (plan) {
+            r->name = plan->leaves[i].name;
+            size_t at = jp_index_position(ib, r->name);
+            if (at < nb) taken[at] = true; /* B's tensor is this leaf's, whatever becomes of it */
+            r->differs = true;
+            if ((plan->leaves[i].flags & (JP_LEAF_MISSING | JP_LEAF_AMBIGUOUS))) {
+                snprintf(r->why, sizeof r->why, "no source: %s", plan->leaves[i].rule ? plan->leaves[i].rule : "");
+                r->status = "unpaired";
+                continue;
+            }
+            if (!make_leaf(plan, i, ia, r, &buf)) {
+                r->status = "unmade";
+                continue;
+            }
+            r->differs = false;
+            r->a = &r->made;
+        } else {
+            r->a = jp_index_at(ia, i);
+            r->name = r->a->name;
+        }
+        size_t at = jp_index_position(ib, r->name);
+        r->b = at < nb ? jp_index_at(ib, at) : NULL;
+        if (r->b) taken[at] = true;
         if (r->b) compare(r, atol, rtol, ignore_dtype);
         else r->status = "only in A", r->differs = true;
+        free(buf); /* the comparison is all that is kept */
+        r->made.data = NULL;
     }
     for (size_t i = 0; i < nb; i++) {
         const jp_tensor *t = jp_index_at(ib, i);
-        if (jp_index_find(ia, t->name)) continue;
+        if (taken[i]) continue;
         row *r = &rows[n++];
         r->b = t;
         r->name = t->name;
@@ -214,7 +292,7 @@ int cmd_diff(int argc, char **argv) {
     size_t differ = 0, one_side = 0;
     for (size_t i = 0; i < n; i++) {
         differ += rows[i].differs;
-        one_side += !rows[i].a || !rows[i].b;
+        one_side += strncmp(rows[i].status, "only in ", 8) == 0;
     }
     if (json) {
         json_t *list = json_array();
@@ -237,6 +315,9 @@ int cmd_diff(int argc, char **argv) {
     status = differ ? 1 : 0;
 done:
     free(rows);
+    free(taken);
+    jp_plan_free(plan);
+    cli_match_free(&ma);
     jp_index_close(ia);
     jp_index_close(ib);
     return status;

@@ -85,3 +85,36 @@ def test_usage_and_unreadable_files(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "ok.pt")
     status, _, err = diff(tmp_path / "ok.pt", tmp_path / "bad.pt")
     assert status == 1 and err.startswith("jaxport: ")
+
+
+def test_a_conversion_against_its_source_through_the_plan(tmp_path):
+    # --like: each leaf is made again from the checkpoint (kernels
+    # transposed, conv kernels permuted) and compared with the converted file
+    import flax.serialization
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(8, (3, 3), name="conv")(x)
+            return nn.Dense(4, name="fc")(x.mean(axis=(1, 2)))
+    torch.manual_seed(1)
+    tm = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(3, 8, 3, padding=1), "fc": torch.nn.Linear(8, 4)})
+    torch.save(tm.state_dict(), tmp_path / "m.pt")
+    params = Net().init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))["params"]
+    (tmp_path / "t.msgpack").write_bytes(flax.serialization.to_bytes(params))
+    like = ["--like", tmp_path / "t.msgpack"]
+    subprocess.run([cli(), "convert", tmp_path / "m.pt", *like, "-o", tmp_path / "out.msgpack", "--quiet"], check=True)
+    status, out, err = diff(tmp_path / "m.pt", tmp_path / "out.msgpack", *like)
+    assert status == 0 and "4 tensors: 4 the same" in out, (out, err)
+    # a file from another checkpoint of the same model differs in every leaf
+    torch.manual_seed(2)
+    other = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(3, 8, 3), "fc": torch.nn.Linear(8, 4)})
+    torch.save(other.state_dict(), tmp_path / "o.pt")
+    status, out, _ = diff(tmp_path / "o.pt", tmp_path / "out.msgpack", *like, "--json")
+    assert status == 1 and {t["status"] for t in json.loads(out)["tensors"]} == {"values"}
+    # the plain name comparison would see nothing in common: the names differ
+    status, out, _ = diff(tmp_path / "m.pt", tmp_path / "out.msgpack")
+    assert status == 1 and "(8 on one side only)" in out
