@@ -115,6 +115,17 @@ def test_a_conversion_against_its_source_through_the_plan(tmp_path):
     torch.save(other.state_dict(), tmp_path / "o.pt")
     status, out, _ = diff(tmp_path / "o.pt", tmp_path / "out.msgpack", *like, "--json")
     assert status == 1 and {t["status"] for t in json.loads(out)["tensors"]} == {"values"}
+    # a template the checkpoint cannot fill: its leaves are reported, not made
+    (tmp_path / "wide.json").write_text(json.dumps({"library": "flax", "leaves": [
+        {"path": "conv/kernel", "shape": [3, 3, 3, 8], "dtype": "float32"},
+        {"path": "conv/bias", "shape": [8], "dtype": "float32"},
+        {"path": "fc/kernel", "shape": [8, 4], "dtype": "float32"},
+        {"path": "fc/bias", "shape": [4], "dtype": "float32"},
+        {"path": "head/kernel", "shape": [4, 2], "dtype": "float32"}]}))
+    status, out, _ = diff(tmp_path / "m.pt", tmp_path / "out.msgpack", "--like", tmp_path / "wide.json", "--json")
+    rows = {t["name"]: t for t in json.loads(out)["tensors"]}
+    assert status == 1 and rows["head/kernel"]["status"] == "unpaired" and "no source" in rows["head/kernel"]["why"]
+    assert [n for n, t in rows.items() if t["same"]] == ["conv/kernel", "conv/bias", "fc/kernel", "fc/bias"]
     # the plain name comparison would see nothing in common: the names differ
     status, out, _ = diff(tmp_path / "m.pt", tmp_path / "out.msgpack")
     assert status == 1 and "(8 on one side only)" in out
