@@ -228,30 +228,6 @@ static bool is_dense(const jp_view *v) {
     return true;
 }
 
-/* Copy view v into dense row-major bytes at dst, one byte at a time (as a
- * uint8 view with the item's bytes as a last axis), so its elements need no
- * alignment: msgpack and npy place data at any offset, and the kernels read
- * whole items. */
-static jp_code gather_bytes(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
-    if (v->ndim >= JP_MAX_DIMS)
-        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
-                          "data not aligned to their item size in a tensor of %d dimensions", v->ndim);
-    int64_t isz = (int64_t)jp_dtype_size(v->dtype), shape[JP_MAX_DIMS], strides[JP_MAX_DIMS];
-    for (int d = 0; d < v->ndim; d++) {
-        shape[d] = v->shape[d];
-        strides[d] = v->strides[d] * isz;
-    }
-    shape[v->ndim] = isz;
-    strides[v->ndim] = 1;
-    return jp_permute_cast_strided(dst, JP_U8, NULL, v->data, JP_U8, v->ndim + 1, shape, strides, NULL,
-                                   pool, err);
-}
-
-static bool misaligned(const jp_view *v) {
-    size_t isz = jp_dtype_size(v->dtype);
-    return v->data && isz > 1 && (uintptr_t)v->data % isz != 0;
-}
-
 static uint64_t view_numel(const jp_view *v) {
     uint64_t n = 1;
     for (int d = 0; d < v->ndim; d++) n *= (uint64_t)v->shape[d];
@@ -268,14 +244,6 @@ static jp_view dense_view(const jp_view *v, void *data) {
         numel *= v->shape[a];
     }
     return d;
-}
-
-/* A dense copy of v, in its dtype, into dst (view_numel(v) items); the
- * bytes one at a time when v's items are not aligned. */
-static jp_code copy_dense(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
-    return misaligned(v) ? gather_bytes(dst, v, pool, err)
-                         : jp_permute_cast_strided(dst, v->dtype, NULL, v->data, v->dtype, v->ndim, v->shape,
-                                                   v->strides, NULL, pool, err);
 }
 
 /* A source tensor, or a slice of one, as a view. */
@@ -316,7 +284,7 @@ static jp_code add_plus(runner *r, const jp_plan_leaf *l, size_t k, jp_view *v) 
     int64_t len = (int64_t)n;
     for (int t = 0; t < 1 + p->has_plus && !rc; t++) {
         jp_view d = dense_view(in[t], tmp);
-        if (!(rc = copy_dense(tmp, in[t], r->o.pool, r->err)))
+        if (!(rc = jp_view_copy_dense(tmp, in[t], r->o.pool, r->err)))
             rc = jp_permute_cast_strided(sum + t * n, JP_F64, NULL, d.data, d.dtype, 1, &len, NULL, NULL,
                                          r->o.pool, r->err);
     }
@@ -365,7 +333,7 @@ static jp_code part_view(runner *r, const jp_plan_leaf *l, size_t k, jp_view *ou
     if (!dense) return leaf_fail(r, l, k, JP_NO_MEMORY, "cannot copy a view to reshape it");
     r->owned[r->nowned++] = dense;
     r->mapped[k] = false;
-    if ((rc = copy_dense(dense, &v, r->o.pool, err))) return leaf_error(r, l, k, rc);
+    if ((rc = jp_view_copy_dense(dense, &v, r->o.pool, err))) return leaf_error(r, l, k, rc);
     jp_view d = dense_view(&v, dense);
     memcpy(shape, p->shape, sizeof shape);
     rc = jp_view_reshape(out, &d, p->ndim, shape, err);
@@ -515,7 +483,7 @@ static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
     size_t need = 0;
     for (size_t q = 0; q < count; q++) {
         const jp_view *v = &r->tile[q];
-        if (!misaligned(v)) continue;
+        if (!jp_view_misaligned(v)) continue;
         uint64_t numel = 1;
         for (int d = 0; d < v->ndim; d++) numel *= (uint64_t)v->shape[d];
         need += ((size_t)numel * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
@@ -530,8 +498,8 @@ static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
     unsigned char *at = r->stage;
     for (size_t q = 0; q < count; q++) {
         jp_view *v = &r->tile[q];
-        if (!misaligned(v)) continue;
-        jp_code rc = gather_bytes(at, v, r->o.pool, r->err);
+        if (!jp_view_misaligned(v)) continue;
+        jp_code rc = jp_view_copy_dense(at, v, r->o.pool, r->err);
         if (rc) return leaf_error(r, j->leaf, r->tile_part[q], rc);
         uint64_t numel = 1;
         for (int d = v->ndim - 1; d >= 0; d--) {
@@ -635,7 +603,7 @@ static jp_code run_tiled(runner *r, const leaf_job *j, size_t i) {
 #define BATCH_LEAF_BYTES (1u << 20)
 
 static bool batchable(const runner *r, const leaf_job *j) {
-    return !j->direct && j->leaf->nparts == 1 && r->nowned == 0 && !misaligned(&r->parts[0]) &&
+    return !j->direct && j->leaf->nparts == 1 && r->nowned == 0 && !jp_view_misaligned(&r->parts[0]) &&
            j->bytes <= BATCH_LEAF_BYTES && j->bytes <= tile_budget(r);
 }
 

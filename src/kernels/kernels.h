@@ -69,6 +69,13 @@ jp_code jp_view_split(jp_view *out, const jp_view *v, int axis, int64_t count, i
 jp_code jp_view_reshape(jp_view *out, const jp_view *v, int ndim, int64_t *new_shape,
                         jp_err *err);
 
+/* A dense row-major copy of v's elements, in its dtype, at dst; a view
+ * whose items are not aligned to their size (msgpack and npy data at any
+ * offset) is copied byte by byte. */
+jp_code jp_view_copy_dense(void *dst, const jp_view *v, jp_pool *pool, jp_err *err);
+/* Whether v's first item sits off a multiple of its size (so are all). */
+bool jp_view_misaligned(const jp_view *v);
+
 /* Concatenate count parts along destination axis `axis` into dense dst of
  * dst_dt, each part permuted by perm (NULL = identity; the same for every
  * part) and cast on the way. The parts' permuted shapes must agree except

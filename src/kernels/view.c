@@ -203,3 +203,33 @@ jp_code jp_strided_extent(int ndim, const int64_t *shape, const int64_t *strides
     *hi = h;
     return JP_OK;
 }
+
+/* Copy v into dense row-major bytes at dst one byte at a time (as a uint8
+ * view with the item's bytes as a last axis), so its elements need no
+ * alignment: msgpack and npy place data at any offset, and the kernels read
+ * whole items. */
+static jp_code gather_bytes(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
+    if (v->ndim >= JP_MAX_DIMS)
+        return jp_err_set(err, JP_UNSUPPORTED, JP_NO_OFFSET, NULL,
+                          "data not aligned to their item size in a tensor of %d dimensions", v->ndim);
+    int64_t isz = (int64_t)jp_dtype_size(v->dtype), shape[JP_MAX_DIMS], strides[JP_MAX_DIMS];
+    for (int d = 0; d < v->ndim; d++) {
+        shape[d] = v->shape[d];
+        strides[d] = v->strides[d] * isz;
+    }
+    shape[v->ndim] = isz;
+    strides[v->ndim] = 1;
+    return jp_permute_cast_strided(dst, JP_U8, NULL, v->data, JP_U8, v->ndim + 1, shape, strides, NULL,
+                                   pool, err);
+}
+
+bool jp_view_misaligned(const jp_view *v) {
+    size_t isz = jp_dtype_size(v->dtype);
+    return v->data && isz > 1 && (uintptr_t)v->data % isz != 0;
+}
+
+jp_code jp_view_copy_dense(void *dst, const jp_view *v, jp_pool *pool, jp_err *err) {
+    return jp_view_misaligned(v) ? gather_bytes(dst, v, pool, err)
+                                 : jp_permute_cast_strided(dst, v->dtype, NULL, v->data, v->dtype, v->ndim,
+                                                           v->shape, v->strides, NULL, pool, err);
+}

@@ -417,6 +417,26 @@ static void test_compare(void) {
     jp_view e1 = {f, JP_F32, 2, {0, 3}, {3, 1}};
     CHECK_EQ_U64(jp_compare(&e1, &e1, 0, 0, &st, &err), JP_OK);
     CHECK(st.numel == 0 && st.differing == 0);
+    /* More than one piece (524288 float64s): rows of the first axis at a
+     * time (3 x 300000), and an index of it at a time when a row is more
+     * (2 x 600000); a transposed side, and the first differing element
+     * counted in the whole's row-major order. */
+    static const int64_t shapes[2][2] = {{3, 300000}, {2, 600000}};
+    for (int k = 0; k < 2; k++) {
+        int64_t r = shapes[k][0], n = shapes[k][1];
+        float *x = malloc((size_t)(r * n) * sizeof *x), *xt = malloc((size_t)(r * n) * sizeof *xt);
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < n; j++) x[i * n + j] = xt[j * r + i] = (float)(i * n + j);
+        jp_view dense = {x, JP_F32, 2, {r, n}, {n, 1}}, strided = {xt, JP_F32, 2, {r, n}, {1, r}};
+        CHECK_EQ_U64(jp_compare(&dense, &strided, 0, 0, &st, &err), JP_OK);
+        CHECK(st.numel == (uint64_t)(r * n) && st.differing == 0 && st.bits_equal);
+        xt[(n - 7) * r + (r - 1)] += 1; /* element [r - 1, n - 7] */
+        x[n + 5] -= 2;                  /* element [1, 5] */
+        CHECK_EQ_U64(jp_compare(&dense, &strided, 0, 0, &st, &err), JP_OK);
+        CHECK(st.differing == 2 && st.first == n + 5 && st.max_abs == 2);
+        free(x);
+        free(xt);
+    }
 }
 
 int main(void) {
