@@ -94,15 +94,16 @@ static scored *source_modules(const jp_index *ix, size_t *count) {
     scored *mods = calloc(n + 1, sizeof *mods);
     if (!mods) return NULL;
     for (size_t i = 0; i < n; i++) {
-        const char *name = jp_index_at(ix, i)->name;
-        size_t start, len = jp_match_module_span(name, false, &start);
-        bool seen = false; /* tensors of a module are usually neighbours */
-        for (size_t q = k; q-- > 0 && q + 8 >= k && !seen;)
-            seen = mods[q].len == len && strncmp(mods[q].path, name + start, len) == 0;
-        if (seen) continue;
-        mods[k].path = name + start;
-        mods[k].len = len;
-        jp_name_key(name + start, len, mods[k].key, sizeof mods[k].key);
+        size_t start;
+        mods[i].len = jp_match_module_span(jp_index_at(ix, i)->name, false, &start);
+        mods[i].path = jp_index_at(ix, i)->name + start;
+    }
+    qsort(mods, n, sizeof *mods, by_score); /* every score 0: by path, so a module's spans meet */
+    for (size_t i = 0; i < n; i++) {
+        if (k && mods[k - 1].len == mods[i].len && strncmp(mods[k - 1].path, mods[i].path, mods[i].len) == 0)
+            continue;
+        mods[k] = mods[i];
+        jp_name_key(mods[k].path, mods[k].len, mods[k].key, sizeof mods[k].key);
         k++;
     }
     *count = k;

@@ -342,7 +342,7 @@ typedef struct rnn_layer {
     int64_t w_ih, w_hh, b_ih, b_hh;
 } rnn_layer;
 
-/* Haiku's recurrent cores, under the layer's path:
+/* Haiku's recurrent cores (G gates of H rows), under the layer's path:
  *   VanillaRNN: linear (x, weight_ih and bias_ih) and linear_1 (h, weight_hh
  *     and bias_hh: its double_bias, on by default);
  *   LSTM: one linear over [x, h], its weight [weight_ih | weight_hh] with the
@@ -351,10 +351,9 @@ typedef struct rnn_layer {
  * Haiku's GRU applies the reset gate before the hidden matmul ((r * h) W,
  * PyTorch's r * (W h + b)): no weights make one compute the other, so none
  * is offered. */
-static jp_code add_haiku_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly, const char *base,
-                                   uint64_t order) {
-    const sleaf *wh = SL(m, ly->w_hh);
-    int64_t h = wh->shape[1], g = wh->shape[0] / h, bi = ly->b_ih, bh = ly->b_hh;
+static jp_code add_haiku_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly, int64_t h, int64_t g,
+                                   const char *base, uint64_t order) {
+    int64_t bi = ly->b_ih, bh = ly->b_hh;
     if (g == 3 || bi < 0 || bh < 0) return JP_OK;
     const char *dot = *base ? "." : "";
     if (g == 1) {
@@ -420,7 +419,7 @@ static jp_code add_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly) {
                                    : MOD(&m->src, mi)->path;
     if (!base) return oom(m);
     uint64_t order = (uint64_t)wi->tensor * 16 + 1;
-    if (m->o->lib == JP_LIB_HAIKU) return add_haiku_rnn_layer(m, mi, ly, base, order);
+    if (m->o->lib == JP_LIB_HAIKU) return add_haiku_rnn_layer(m, mi, ly, h, g, base, order);
     static const char *const gates[5] = {"", "", "", "rzn", "ifgo"};
     jp_code rc = JP_OK;
     for (int64_t q = 0; q < g && !rc; q++) {
