@@ -206,11 +206,13 @@ int cmd_align(int argc, char **argv) {
     size_t undecided = 0;
     for (size_t i = 0; i < s.plan->n; i++)
         undecided += (s.plan->leaves[i].flags & (JP_LEAF_MISSING | JP_LEAF_AMBIGUOUS)) != 0;
+    /* Ctrl-C is ours before the address is out: a caller that reads it
+     * may stop the server at once. */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     printf("jaxport align: %zu of %zu leaves to decide; open http://127.0.0.1:%u/ (Ctrl-C to stop)\n", undecided,
            s.plan->n, sv.port);
     fflush(stdout);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     struct timespec nap = {0, 50 * 1000 * 1000};
     while (!atomic_load(&s.quit) && !interrupted) nanosleep(&nap, NULL);
     MHD_stop_daemon(d);

@@ -640,6 +640,63 @@ static const char *hinted_path(matcher *m, const char *path) {
     return NULL;
 }
 
+/* Whether a module of sd is the module `prefix` (its first n bytes) or lies under it. */
+static bool any_under(const side *sd, const char *prefix, size_t n) {
+    for (size_t i = 0; i < sd->mods.len; i++) {
+        const char *p = MOD(sd, i)->path;
+        if (strncmp(p, prefix, n) == 0 && (!p[n] || is_sep(p[n]))) return true;
+    }
+    return false;
+}
+
+/* The distinct first components of sd's module paths, the first few, for a
+ * message. */
+static const char *first_components(matcher *m, const side *sd) {
+    enum { SHOWN = 8 };
+    const char *seen[SHOWN];
+    size_t len[SHOWN], k = 0, more = 0;
+    for (size_t i = 0; i < sd->mods.len; i++) {
+        const char *p = MOD(sd, i)->path;
+        size_t n = 0;
+        while (p[n] && !is_sep(p[n])) n++;
+        bool dup = !n;
+        for (size_t j = 0; j < k && !dup; j++) dup = len[j] == n && strncmp(seen[j], p, n) == 0;
+        if (dup) continue;
+        if (k == SHOWN) {
+            more++;
+            continue;
+        }
+        seen[k] = p;
+        len[k++] = n;
+    }
+    char *s = jp_arena_printf(&m->tmp, "%s", "");
+    for (size_t j = 0; s && j < k; j++) s = jp_arena_printf(&m->tmp, "%s%s%.*s", s, j ? ", " : "", (int)len[j], seen[j]);
+    if (s && more) s = jp_arena_printf(&m->tmp, "%s and %zu more", s, more);
+    return s && *s ? s : "none";
+}
+
+/* Each hint names a source module and a target module that are there: one
+ * that names nothing (a typo, a tensor's name, the target's collection)
+ * would otherwise do nothing without a word. */
+static jp_code check_hints(matcher *m) {
+    for (size_t h = 0; h < m->o->nhints; h++) {
+        const char *hint = m->o->hints[h], *eq = strchr(hint, '=');
+        if (!eq)
+            return jp_err_set(m->err, JP_ARGUMENT, JP_NO_OFFSET, NULL,
+                              "hint \"%s\" is not SRC=DST (a source module and a target module)", hint);
+        bool src = any_under(&m->src, hint, (size_t)(eq - hint));
+        if (src && any_under(&m->dst, eq + 1, strlen(eq + 1))) continue;
+        const side *sd = src ? &m->dst : &m->src;
+        const char *what = first_components(m, sd);
+        return jp_err_set(m->err, JP_ARGUMENT, JP_NO_OFFSET, NULL,
+                          "hint \"%s\": %s has no module %.*s (hints name modules, not tensors; its modules "
+                          "start with %s)",
+                          hint, src ? "the target" : "the checkpoint", src ? (int)strlen(eq + 1) : (int)(eq - hint),
+                          src ? eq + 1 : hint, what);
+    }
+    return JP_OK;
+}
+
 /* The last component of a module path, with the spellings of one role
  * made one: q, q_proj, query_proj and query are "query". */
 static char *last_key(jp_arena *a, const char *path) {
@@ -1531,7 +1588,8 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     if (!rc && opts->ordered) {
         rc = emit_ordered(&m, p);
     } else if (!rc) {
-        rc = make_keys(&m);
+        rc = check_hints(&m);
+        if (!rc) rc = make_keys(&m);
         if (!rc) rc = set_ranks(&m);
         if (!rc) rc = pair_by_key(&m);
         if (!rc) rc = pair_by_signature(&m, true);

@@ -264,6 +264,17 @@ def test_look_alike_layers_with_unrelated_names_are_ambiguous_until_hinted(tmp_p
     hinted = jaxport.match(path, like, hints=["a=x", "b=y"])
     assert hinted.ok
     assert {l["leaf"]: l["from"][0]["tensor"] for l in hinted.leaves}["params/y/kernel"] == "b.weight"
+    # a hint that names nothing is an error that says what is there, not
+    # a hint dropped without a word
+    for hint, msg in (("c=x", 'hint "c=x": the checkpoint has no module c (hints name modules, not tensors; '
+                                "its modules start with a, b)"),
+                      ("a.weight=x", "the checkpoint has no module a.weight"),
+                      ("a=params/x", "the target has no module params/x (hints name modules, not tensors; "
+                                     "its modules start with x, y)"),
+                      ("a", 'hint "a" is not SRC=DST')):
+        with pytest.raises(errors.ArgumentError) as e:
+            jaxport.match(path, like, hints=["b=y", hint])
+        assert msg in str(e.value)
 
 
 def test_numbered_flax_names_pair_in_creation_order_past_ten(tmp_path):
