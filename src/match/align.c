@@ -82,6 +82,7 @@ typedef struct matcher {
     side src, dst;
     int64_t *alias_of;            /* per tensor: the first tensor with the same bytes, or -1 */
     uint32_t *used;               /* per tensor: leaves taking it */
+    int single_bias;              /* haiku_single_bias: -1 not asked yet */
     jp_err *err;
 } matcher;
 
@@ -342,9 +343,31 @@ typedef struct rnn_layer {
     int64_t w_ih, w_hh, b_ih, b_hh;
 } rnn_layer;
 
+/* Whether the template's hk.VanillaRNN cores keep one bias: some module
+ * named linear_1 has a `w` and no `b` (double_bias=False). Asked once. */
+static bool haiku_single_bias(matcher *m) {
+    if (m->single_bias >= 0) return m->single_bias;
+    m->single_bias = 0;
+    for (size_t i = 0; i < m->nspecs && !m->single_bias; i++) {
+        const char *p = m->specs[i].path;
+        size_t ls, ll = jp_name_leaf(p, &ls);
+        if (ll != 1 || p[ls] != 'w' || ls < 9 || strncmp(p + ls - 9, "linear_1", 8) != 0) continue;
+        if (ls > 9 && !is_sep(p[ls - 10])) continue;
+        bool b = false;
+        for (size_t j = 0; j < m->nspecs && !b; j++) {
+            const char *q = m->specs[j].path;
+            b = strlen(q) == ls + 1 && strncmp(q, p, ls) == 0 && q[ls] == 'b';
+        }
+        m->single_bias = !b;
+    }
+    return m->single_bias;
+}
+
 /* Haiku's recurrent cores (G gates of H rows), under the layer's path:
  *   VanillaRNN: linear (x, weight_ih and bias_ih) and linear_1 (h, weight_hh
- *     and bias_hh: its double_bias, on by default);
+ *     and bias_hh: its double_bias, on by default); when the template's
+ *     linear_1 modules have no bias (double_bias=False), linear takes
+ *     bias_ih + bias_hh and linear_1 weight_hh alone;
  *   LSTM: one linear over [x, h], its weight [weight_ih | weight_hh] with the
  *     gates as Haiku splits them (i, g, f, o), its bias b_ih + b_hh in that
  *     order less 1 on the forget gate, as Haiku adds 1 there as it runs.
@@ -357,6 +380,7 @@ static jp_code add_haiku_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly, 
     if (g == 3 || bi < 0 || bh < 0) return JP_OK;
     const char *dot = *base ? "." : "";
     if (g == 1) {
+        bool single = haiku_single_bias(m);
         jp_code rc = JP_OK;
         for (int hid = 0; hid < 2 && !rc; hid++) {
             int64_t vi = virtual_module(m, mi, jp_arena_printf(&m->tmp, "%s%slinear%s", base, dot, hid ? "_1" : ""),
@@ -364,7 +388,8 @@ static jp_code add_haiku_rnn_layer(matcher *m, int64_t mi, const rnn_layer *ly, 
             if (vi == -1) return oom(m);
             if (vi < 0) continue;
             rc = virtual_leaf(m, vi, hid ? ly->w_hh : ly->w_ih, -1, JP_ROLE_WEIGHT, "weight", 0, -1);
-            if (!rc) rc = virtual_leaf(m, vi, hid ? bh : bi, -1, JP_ROLE_BIAS, "bias", 0, -1);
+            if (!rc && !(single && hid))
+                rc = virtual_leaf(m, vi, hid ? bh : bi, single ? bh : -1, JP_ROLE_BIAS, "bias", 0, -1);
         }
         return rc;
     }
@@ -1567,7 +1592,8 @@ jp_code jp_match(jp_plan **out, const jp_index *src, const jp_leaf_spec *targets
     jp_plan *p = calloc(1, sizeof *p);
     if (!p) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory while matching");
     jp_arena_init(&p->arena);
-    matcher m = {.ix = src, .specs = targets, .nspecs = n, .o = opts, .arena = &p->arena, .err = err};
+    matcher m = {.ix = src, .specs = targets, .nspecs = n, .o = opts, .arena = &p->arena, .single_bias = -1,
+                 .err = err};
     jp_arena_init(&m.tmp);
     jp_vec_init(&m.sl, sizeof(sleaf));
     jp_vec_init(&m.tl, sizeof(tleaf));

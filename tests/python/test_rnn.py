@@ -247,26 +247,28 @@ def test_summed_biases_in_a_mapping_file(tmp_path):
 
 
 def haiku_core(kind, layers):
-    """A Haiku DeepRNN of `layers` cores (VanillaRNN or LSTM) unrolled over
-    a batch-major sequence, as hk.transform'ed functions."""
+    """A Haiku DeepRNN of `layers` cores (VanillaRNN, with one bias for
+    "RNN1", or LSTM) unrolled over a batch-major sequence, as hk.transform'ed
+    functions."""
     import haiku as hk
 
     def forward(x):
-        cls = {"LSTM": hk.LSTM, "RNN": hk.VanillaRNN, "GRU": hk.GRU}[kind]
+        cls = {"LSTM": hk.LSTM, "RNN": hk.VanillaRNN, "GRU": hk.GRU,
+               "RNN1": lambda h: hk.VanillaRNN(h, double_bias=False)}[kind]
         core = hk.DeepRNN([cls(H) for _ in range(layers)])
         return hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)[0]
     return hk.without_apply_rng(hk.transform(forward))
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("kind", ["LSTM", "RNN", "RNN1"])
 def test_haiku_cores_from_a_three_layer_checkpoint(kind, tmp_path):
     # Haiku's LSTM is one linear over [x, h] with gates i, g, f, o and 1
     # added to the forget gate as it runs; its VanillaRNN a ReLU cell with a
-    # bias on each side.
+    # bias on each side, or with double_bias=False one bias, the two summed.
     import jax
     torch.manual_seed(5)
-    m = getattr(torch.nn, kind)(I, H, num_layers=3, batch_first=True,
-                                **({"nonlinearity": "relu"} if kind == "RNN" else {}))
+    m = getattr(torch.nn, {"RNN1": "RNN"}.get(kind, kind))(I, H, num_layers=3, batch_first=True,
+                                                         **({"nonlinearity": "relu"} if kind != "LSTM" else {}))
     with torch.no_grad():
         for name, p in m.named_parameters():
             if name.startswith("bias"):
@@ -284,6 +286,9 @@ def test_haiku_cores_from_a_three_layer_checkpoint(kind, tmp_path):
         assert [p["slice"][1] for p in bias["from"]] == [0, 2 * H, H, 3 * H]
         assert [p.get("add", 0) for p in bias["from"]] == [0, 0, -1, 0]
         assert "bias_ih_l1[7:14] + bias_hh_l1[7:14] - 1" in str(plan)
+    if kind == "RNN1":
+        assert sorted(like["vanilla_rnn_1/linear_1"]) == ["w"]
+        assert "bias_ih_l1 + bias_hh_l1" in str(plan)
     from jaxport import trees
     got = dict(zip(*trees.flatten(params)))
     assert all(np.array_equal(np.asarray(got[k]), v) for k, v in apply_plan(plan.data, plan.index).items())
