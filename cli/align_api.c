@@ -76,32 +76,53 @@ static void reply_json(align_response *r, json_t *o) {
 typedef struct scored {
     const char *path;
     size_t len;
+    size_t first;                 /* the module's first tensor, in the checkpoint's order */
+    bool free;                    /* a weight of it no leaf takes */
     char key[256];                /* jp_name_key of the path */
     int score;
 } scored;
 
-static int by_score(const void *a, const void *b) {
+static int by_path(const void *a, const void *b) {
     const scored *x = a, *y = b;
-    if (x->score != y->score) return x->score < y->score ? 1 : -1;
     int c = strncmp(x->path, y->path, x->len < y->len ? x->len : y->len);
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
+static int by_score(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
 /* The source modules (distinct module paths of the checkpoint's tensors),
- * as spans into the tensors' names, each with its key. */
-static scored *source_modules(const jp_index *ix, size_t *count) {
+ * as spans into the tensors' names, each with its key, its first tensor and
+ * whether the plan leaves a weight of it unused. */
+static scored *source_modules(const jp_index *ix, const jp_plan *plan, size_t *count) {
     size_t n = jp_index_count(ix), k = 0;
     scored *mods = calloc(n + 1, sizeof *mods);
-    if (!mods) return NULL;
+    bool *unused = calloc(n + 1, sizeof *unused);
+    if (!mods || !unused) {
+        free(mods);
+        free(unused);
+        return NULL;
+    }
+    for (size_t u = 0; u < plan->nunused; u++)
+        if (!plan->unused[u].harmless && plan->unused[u].source < n) unused[plan->unused[u].source] = true;
     for (size_t i = 0; i < n; i++) {
         size_t start;
         mods[i].len = jp_match_module_span(jp_index_at(ix, i)->name, false, &start);
         mods[i].path = jp_index_at(ix, i)->name + start;
+        mods[i].first = i;
+        mods[i].free = unused[i];
     }
-    qsort(mods, n, sizeof *mods, by_score); /* every score 0: by path, so a module's spans meet */
+    free(unused);
+    qsort(mods, n, sizeof *mods, by_path); /* so that a module's spans meet */
     for (size_t i = 0; i < n; i++) {
-        if (k && mods[k - 1].len == mods[i].len && strncmp(mods[k - 1].path, mods[i].path, mods[i].len) == 0)
+        if (k && by_path(&mods[k - 1], &mods[i]) == 0) {
+            mods[k - 1].free |= mods[i].free;
+            if (mods[i].first < mods[k - 1].first) mods[k - 1].first = mods[i].first;
             continue;
+        }
         mods[k] = mods[i];
         jp_name_key(mods[k].path, mods[k].len, mods[k].key, sizeof mods[k].key);
         k++;
@@ -112,11 +133,13 @@ static scored *source_modules(const jp_index *ix, size_t *count) {
 
 /* For each target module with a leaf left unpaired (the first
  * ALIGN_MODULES of them; *unlisted counts the open leaves of the others):
- * those leaves, and the source modules closest to it by name, best first. */
+ * those leaves, and the source modules likeliest to be its, best first: those
+ * with a weight no leaf takes before the others, then the closest by name,
+ * then in the checkpoint's order. */
 static json_t *candidates(const align_session *s, size_t *unlisted) {
     json_t *out = json_object();
     size_t nmods = 0;
-    scored *mods = source_modules(s->ix, &nmods);
+    scored *mods = source_modules(s->ix, s->plan, &nmods);
     *unlisted = 0;
     if (!out || !mods) {
         free(mods);
@@ -136,7 +159,8 @@ static json_t *candidates(const align_session *s, size_t *unlisted) {
         }
         char tkey[256];
         jp_name_key(l->name + start, len, tkey, sizeof tkey);
-        for (size_t q = 0; q < nmods; q++) mods[q].score = jp_name_similarity(mods[q].key, tkey);
+        for (size_t q = 0; q < nmods; q++) /* similarity is 0 to 1000 */
+            mods[q].score = jp_name_similarity(mods[q].key, tkey) + (mods[q].free ? 1001 : 0);
         qsort(mods, nmods, sizeof *mods, by_score);
         json_t *list = json_array(), *entry = json_object(), *names = json_array();
         for (size_t q = 0; list && q < nmods && q < ALIGN_CANDIDATES; q++)
