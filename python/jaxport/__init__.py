@@ -6,10 +6,11 @@ from .io import load, save
 from .convert import autoconvert, convert
 from .match import Plan, match
 from .align import align
+from .diff import diff
 
 __version__ = _core.version
 
-__all__ = ["JaxportError", "Plan", "align", "autoconvert", "convert", "load", "match", "open_index", "save", "__version__",
+__all__ = ["JaxportError", "Plan", "align", "autoconvert", "convert", "diff", "load", "match", "open_index", "save", "__version__",
            "wrap", "wrap_module", "wrap_nnx", "wrap_eqx", "verify", "VerifyError"]
 
 # The runtime bridge imports jax (and torch, flax, equinox when used) only

@@ -28,6 +28,29 @@ def executable():
     return str(beside) if beside.exists() else shutil.which("jaxport")
 
 
+def leaves_file(like, to, tmp):
+    """like's leaves as the command line's JSON leaf list, written in tmp."""
+    lib, specs = target_leaves(like, to)
+    leaves = os.path.join(tmp, "leaves.json")
+    with open(leaves, "w") as f:
+        json.dump({"library": lib, "leaves": [
+            {"path": p, "shape": list(s), "dtype": d, **({"kind": k} if k else {})} for p, s, d, k in specs]}, f)
+    return leaves
+
+
+def source_file(src, tmp):
+    """A path the command line reads: src itself, or a live module or state
+    dict saved in tmp with torch.save (which keeps the state dict's order,
+    the order a plan's fingerprint holds)."""
+    if isinstance(src, str | os.PathLike):
+        return os.fspath(src)
+    import torch
+    state = src.state_dict() if callable(getattr(src, "state_dict", None)) else src
+    path = os.path.join(tmp, "source.pt")
+    torch.save({k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}, path)
+    return path
+
+
 class Server:
     """A running `jaxport align`: its page's url, and wait() for the plan."""
 
@@ -71,21 +94,11 @@ def align(src, like, out, *, to=None, hints=(), port=8765, allow_unsafe=False, w
     exe = executable()
     if not exe:
         raise FileNotFoundError("the jaxport command is not installed (pip install jaxport)")
-    lib, specs = target_leaves(like, to)
     # The server has read both files (and mapped the checkpoint) once it
     # prints its address, so they may go then.
     with tempfile.TemporaryDirectory(prefix="jaxport-align-") as tmp:
-        leaves = os.path.join(tmp, "leaves.json")
-        with open(leaves, "w") as f:
-            json.dump({"library": lib, "leaves": [
-                {"path": p, "shape": list(s), "dtype": d, **({"kind": k} if k else {})} for p, s, d, k in specs]}, f)
-        if isinstance(src, str | os.PathLike):
-            path = os.fspath(src)
-        else:
-            import torch  # torch.save keeps the state dict's order, which the plan's fingerprint holds
-            state = src.state_dict() if callable(getattr(src, "state_dict", None)) else src
-            path = os.path.join(tmp, "source.pt")
-            torch.save({k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}, path)
+        leaves = leaves_file(like, to, tmp)
+        path = source_file(src, tmp)
         args = [exe, "align", path, "--like", leaves, "-o", os.fspath(out), "--port", str(port)]
         args += [a for h in hints for a in ("--hint", h)] + (["--allow-unsafe"] if allow_unsafe else [])
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -129,3 +130,41 @@ def test_a_conversion_against_its_source_through_the_plan(tmp_path):
     # the plain name comparison would see nothing in common: the names differ
     status, out, _ = diff(tmp_path / "m.pt", tmp_path / "out.msgpack")
     assert status == 1 and "(8 on one side only)" in out
+
+
+def test_from_python_a_live_module_against_its_conversions(tmp_path):
+    # jaxport.diff: the same report as a dict; a live module and a pytree
+    # stand for the checkpoint and the template
+    import flax.serialization
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    import jaxport
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4, name="fc")(nn.Conv(8, (3, 3), name="conv")(x).mean(axis=(1, 2)))
+    torch.manual_seed(3)
+    tm = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(3, 8, 3, padding=1), "fc": torch.nn.Linear(8, 4)})
+    params = Net().init(jax.random.key(0), jnp.zeros((1, 5, 5, 3)))["params"]
+    for name, dtype in (("f32", None), ("bf16", "bfloat16")):
+        (tmp_path / f"{name}.msgpack").write_bytes(flax.serialization.to_bytes(jaxport.convert(tm, params, dtype=dtype)))
+    report = jaxport.diff(tm, tmp_path / "f32.msgpack", like=params)
+    assert report["same"] and report["count"] == 4 and {t["status"] for t in report["tensors"]} == {"same"}
+    report = jaxport.diff(tm, tmp_path / "bf16.msgpack", like=params)
+    assert not report["same"] and {t["status"] for t in report["tensors"]} == {"dtype"}
+    assert jaxport.diff(tm, tmp_path / "bf16.msgpack", like=params, ignore_dtype=True, rtol=2 ** -8)["same"]
+    assert not jaxport.diff(tm, tmp_path / "bf16.msgpack", like=params, ignore_dtype=True, rtol=2 ** -12)["same"]
+    # a Plan in place of matching again
+    plan = jaxport.match(tm, params)
+    assert jaxport.diff(tm, tmp_path / "f32.msgpack", like=params, mapping=plan)["same"]
+    # two files by name: a checkpoint against itself
+    torch.save(tm.state_dict(), tmp_path / "m.pt")
+    report = jaxport.diff(tmp_path / "m.pt", tmp_path / "m.pt")
+    assert report["same"] and [t["name"] for t in report["tensors"]][:2] == ["conv.weight", "conv.bias"]
+    with pytest.raises(jaxport.JaxportError, match="nope.pt"):
+        jaxport.diff(tmp_path / "nope.pt", tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="pass like too"):
+        jaxport.diff(tmp_path / "m.pt", tmp_path / "m.pt", hints=["a=b"])
