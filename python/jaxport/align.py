@@ -17,7 +17,8 @@ from .match import target_leaves
 
 def executable():
     """The jaxport command: $JAXPORT_CLI, the one built beside this package
-    (PYTHONPATH=build/python), or the one installed with it."""
+    (PYTHONPATH=build/python), or the one installed with it;
+    FileNotFoundError when there is none."""
     exe = os.environ.get("JAXPORT_CLI")
     if exe:
         return exe
@@ -25,7 +26,10 @@ def executable():
     if built.exists():
         return str(built)
     beside = Path(sys.executable).parent / "jaxport"
-    return str(beside) if beside.exists() else shutil.which("jaxport")
+    exe = str(beside) if beside.exists() else shutil.which("jaxport")
+    if not exe:
+        raise FileNotFoundError("the jaxport command is not installed (pip install jaxport)")
+    return exe
 
 
 def leaves_file(like, to, tmp):
@@ -92,8 +96,6 @@ def align(src, like, out, *, to=None, hints=(), port=8765, allow_unsafe=False, w
     temporary file for the server with torch.save). like, to, hints: as
     jaxport.match."""
     exe = executable()
-    if not exe:
-        raise FileNotFoundError("the jaxport command is not installed (pip install jaxport)")
     # The server has read both files (and mapped the checkpoint) once it
     # prints its address, so they may go then.
     with tempfile.TemporaryDirectory(prefix="jaxport-align-") as tmp:

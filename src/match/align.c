@@ -348,11 +348,14 @@ typedef struct rnn_layer {
 static bool haiku_single_bias(matcher *m) {
     if (m->single_bias >= 0) return m->single_bias;
     m->single_bias = 0;
+    static const char name[] = "linear_1";
+    const size_t nl = sizeof name - 1;
     for (size_t i = 0; i < m->nspecs && !m->single_bias; i++) {
         const char *p = m->specs[i].path;
-        size_t ls, ll = jp_name_leaf(p, &ls);
-        if (ll != 1 || p[ls] != 'w' || ls < 9 || strncmp(p + ls - 9, "linear_1", 8) != 0) continue;
-        if (ls > 9 && !is_sep(p[ls - 10])) continue;
+        size_t ls, ll = jp_name_leaf(p, &ls); /* the leaf, after its module and one separator */
+        if (ll != 1 || p[ls] != 'w' || ls < nl + 1) continue;
+        const char *mod = p + ls - 1 - nl;  /* the module's last component, if it is the name */
+        if (strncmp(mod, name, nl) != 0 || (mod > p && !is_sep(mod[-1]))) continue;
         bool b = false;
         for (size_t j = 0; j < m->nspecs && !b; j++) {
             const char *q = m->specs[j].path;
@@ -653,13 +656,18 @@ static char *key_of(jp_arena *a, const char *path, size_t strip) {
     return leaf_key(a, p, strlen(p));
 }
 
+/* Whether module path is the module prefix[0..n) or lies under it. */
+static bool under(const char *path, const char *prefix, size_t n) {
+    return strncmp(path, prefix, n) == 0 && (!path[n] || is_sep(path[n]));
+}
+
 /* A hint "A=B": source modules under A are the target modules under B. */
 static const char *hinted_path(matcher *m, const char *path) {
     for (size_t h = 0; h < m->o->nhints; h++) {
         const char *eq = strchr(m->o->hints[h], '=');
         if (!eq) continue;
         size_t al = (size_t)(eq - m->o->hints[h]);
-        if (strncmp(path, m->o->hints[h], al) != 0 || (path[al] && !is_sep(path[al]))) continue;
+        if (!under(path, m->o->hints[h], al)) continue;
         return jp_arena_printf(&m->tmp, "%s%s", eq + 1, path + al);
     }
     return NULL;
@@ -667,10 +675,8 @@ static const char *hinted_path(matcher *m, const char *path) {
 
 /* Whether a module of sd is the module `prefix` (its first n bytes) or lies under it. */
 static bool any_under(const side *sd, const char *prefix, size_t n) {
-    for (size_t i = 0; i < sd->mods.len; i++) {
-        const char *p = MOD(sd, i)->path;
-        if (strncmp(p, prefix, n) == 0 && (!p[n] || is_sep(p[n]))) return true;
-    }
+    for (size_t i = 0; i < sd->mods.len; i++)
+        if (under(MOD(sd, i)->path, prefix, n)) return true;
     return false;
 }
 
