@@ -1,6 +1,6 @@
 """Layout and dtype kernels against memcpy and numpy, on the same buffers.
 
-    PYTHONPATH=build/python python bench/kernels.py [--quick] [--repeat N]
+    PYTHONPATH=build/python python bench/kernels.py [--quick] [--repeat N] [--offset BYTES]
 
 For each shape (Linear weights (out, in) -> (in, out), and conv kernels
 (O, I, kh, kw) -> (kh, kw, I, O)) and each of f32 -> f32 and f32 -> bf16, it
@@ -15,8 +15,8 @@ all of them, not on one):
   jp nT   the same with a Pool of one thread per core (started once)
 jaxport's destination starts on a 64-byte line, as the arrays jaxport.convert
 and the executor's tiles do; numpy's own arrays start 16 bytes into one, and
-there the 64x64x7x7 conv kernel, whose rows are 256 bytes, runs 10 to 15%
-slower. GB/s counts bytes read plus bytes written. The ratios: jp 1T / memcpy, jp nT
+there (--offset 16) the 64x64x7x7 conv kernel, whose rows are 256 bytes, runs
+10 to 15% slower. GB/s counts bytes read plus bytes written. The ratios: jp 1T / memcpy, jp nT
 per core / memcpy, and the faster jp over numpy.
 """
 
@@ -62,13 +62,13 @@ def best(fns, repeat, small):
     return times
 
 
-def line_aligned(shape, dt):
-    """An empty array whose data start on a 64-byte line, as the arrays
-    jaxport.convert fills do (XLA's CPU client then takes them without a
-    copy); numpy's own start 16 bytes into one."""
+def line_aligned(shape, dt, offset=0):
+    """An empty array whose data start `offset` bytes past a 64-byte line:
+    on one, as the arrays jaxport.convert fills do (XLA's CPU client then
+    takes them without a copy); numpy's own start 16 bytes into one."""
     n = int(np.prod(shape)) * dt.itemsize
-    raw = np.empty(n + 64, np.uint8)
-    k = -raw.ctypes.data % 64
+    raw = np.empty(n + 128, np.uint8)
+    k = -raw.ctypes.data % 64 + offset
     return raw[k:k + n].view(dt).reshape(shape)
 
 
@@ -76,6 +76,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--offset", type=int, default=0, choices=range(0, 64, 4), metavar="BYTES",
+                    help="start jaxport's destination this many bytes past a 64-byte line "
+                         "(a multiple of 4 under 64; numpy's arrays start 16 past one)")
     args = ap.parse_args()
     pool = _core.Pool(0)
     cores = pool.threads
@@ -92,7 +95,7 @@ def main():
         copy_dst = np.empty_like(src)
         out_shape = tuple(shape[p] for p in perm)
         for cast, dt in (("f32", np.dtype(np.float32)), ("f32>bf16", np.dtype(ml_dtypes.bfloat16))):
-            dst = line_aligned(out_shape, dt)
+            dst = line_aligned(out_shape, dt, args.offset)
             moved = src.nbytes + dst.nbytes
 
             def run(**kw):

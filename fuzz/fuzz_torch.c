@@ -1,4 +1,4 @@
-/* Fuzz target for the torch reader (zip and legacy, through the whole
+/* Fuzz target for the torch reader (zip, legacy and torch.export, through the whole
  * index): whatever opens must give tensors whose every byte lies inside the
  * input or inside a buffer the index owns; touching the first and last byte
  * of each tensor's span lets AddressSanitizer check that. */

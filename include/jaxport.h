@@ -124,6 +124,7 @@ typedef enum jp_format {
     JP_FORMAT_MSGPACK,       /* flax.serialization.to_bytes */
     JP_FORMAT_EQX,           /* eqx.tree_serialise_leaves */
     JP_FORMAT_SHARDED,       /* a Hugging Face *.index.json over shards */
+    JP_FORMAT_TORCH_EXPORT,  /* torch.export.save: the PT2 archive's raw weights */
     JP_FORMAT_COUNT
 } jp_format;
 

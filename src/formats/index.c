@@ -9,7 +9,7 @@ static const char *const format_names[JP_FORMAT_COUNT] = {
     [JP_FORMAT_TORCH_LEGACY] = "torch-legacy", [JP_FORMAT_SAFETENSORS] = "safetensors",
     [JP_FORMAT_NPY] = "npy",                   [JP_FORMAT_NPZ] = "npz",
     [JP_FORMAT_MSGPACK] = "msgpack",           [JP_FORMAT_EQX] = "eqx",
-    [JP_FORMAT_SHARDED] = "sharded",
+    [JP_FORMAT_SHARDED] = "sharded",           [JP_FORMAT_TORCH_EXPORT] = "torch-export",
 };
 
 const char *jp_format_name(jp_format f) {

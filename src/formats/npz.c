@@ -34,11 +34,6 @@
 #define NPY_NAME "arr_0"
 #define NPY_SUFFIX ".npy"
 #define NPY_SUFFIX_LEN 4
-/* Deflate turns at most 258 bytes into 2 bits, so no stream inflates to more
- * than about 1032 times its size; a member that claims more is refused
- * before its buffer is allocated. */
-#define MAX_DEFLATE_RATIO 1032u
-#define DEFLATE_SLACK 1024u
 
 static bool ends_with_npy(const char *name, size_t len) {
     return len >= NPY_SUFFIX_LEN && memcmp(name + len - NPY_SUFFIX_LEN, NPY_SUFFIX, NPY_SUFFIX_LEN) == 0;
@@ -131,15 +126,6 @@ jp_code jp_read_npz(jp_index *ix, const uint8_t *data, size_t len, jp_err *err) 
             return jp_err_set(err, JP_UNSUPPORTED, e->header_offset, e->name,
                               "the member is not an .npy array (np.load would return its raw "
                               "bytes); jaxport reads npz files of arrays");
-        uint64_t most;
-        if (jp_mul_overflow(e->csize, MAX_DEFLATE_RATIO, &most) ||
-            jp_add_overflow(most, DEFLATE_SLACK, &most))
-            most = UINT64_MAX;
-        if (e->method != 0 && e->usize > most)
-            return jp_err_set(err, JP_CORRUPT, e->header_offset, e->name,
-                              "the member says %llu deflated bytes inflate to %llu, more than "
-                              "deflate can produce",
-                              (unsigned long long)e->csize, (unsigned long long)e->usize);
         const uint8_t *p;
         uint64_t n;
         if ((rc = jp_zip_read(&z, e, &ix->arena, &p, &n, err))) return rc;

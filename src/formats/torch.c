@@ -914,6 +914,26 @@ static jp_code with_context(jp_index *ix, const uint8_t *data, size_t len, jp_er
 
 /* ---------------------------------------------------------------- zip */
 
+/* An archive without data.pkl: torch.export's, when it says so, or no torch file. */
+static jp_code read_pt2(tctx *c, const jp_zip *z, const char *pkl) {
+    char *af = jp_arena_printf(&c->ix->arena, "%s/archive_format", c->prefix);
+    if (!af) return oom(c);
+    const jp_zip_entry *e = jp_zip_find(z, af);
+    if (!e)
+        return jp_err_set(c->err, JP_FORMAT, JP_NO_OFFSET, NULL,
+                          "a zip archive without %s or %s: not a torch.save or torch.export file",
+                          pkl, af);
+    const uint8_t *v;
+    uint64_t n;
+    jp_code rc = jp_zip_read(z, e, &c->ix->arena, &v, &n, c->err);
+    if (rc) return rc;
+    if (!(n == 3 && memcmp(v, "pt2", 3) == 0))
+        return jp_err_set(c->err, JP_FORMAT, e->data_offset, e->name,
+                          "the archive format is not 'pt2': not a torch.export file");
+    c->ix->format = JP_FORMAT_TORCH_EXPORT;
+    return jp_read_pt2(c->ix, z, c->prefix, c->err);
+}
+
 static jp_code read_zip(tctx *c, const uint8_t *data, size_t len) {
     jp_zip z;
     jp_code rc = jp_zip_open(&z, &c->ix->arena, data, len, c->err);
@@ -931,9 +951,7 @@ static jp_code read_zip(tctx *c, const uint8_t *data, size_t len) {
     char *bo = jp_arena_printf(&c->ix->arena, "%s/byteorder", c->prefix);
     if (!c->prefix || !pkl || !bo) return oom(c);
     const jp_zip_entry *pe = jp_zip_find(&z, pkl);
-    if (!pe)
-        return jp_err_set(c->err, JP_FORMAT, JP_NO_OFFSET, NULL,
-                          "a zip archive without %s: not a torch.save file", pkl);
+    if (!pe) return read_pt2(c, &z, pkl);
     const jp_zip_entry *be = jp_zip_find(&z, bo);
     if (be) {
         const uint8_t *b;

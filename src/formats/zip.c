@@ -409,6 +409,9 @@ static jp_code inflate_member(const jp_zip *z, const jp_zip_entry *e, uint8_t *o
                       (unsigned long long)out_done, (unsigned long long)e->usize);
 }
 
+#define MAX_DEFLATE_RATIO 1032u
+#define DEFLATE_SLACK 1024u
+
 jp_code jp_zip_read(const jp_zip *z, const jp_zip_entry *e, jp_arena *arena, const uint8_t **out,
                     uint64_t *len, jp_err *err) {
     /* A stored member is a view into the mapping. Its crc32 is not checked:
@@ -419,6 +422,17 @@ jp_code jp_zip_read(const jp_zip *z, const jp_zip_entry *e, jp_arena *arena, con
         *len = e->usize;
         return JP_OK;
     }
+    /* Deflate turns at most 258 bytes into 2 bits, so no stream inflates to
+     * more than about 1032 times its size: a member that claims more is
+     * refused before its buffer is allocated. */
+    uint64_t most;
+    if (jp_mul_overflow(e->csize, MAX_DEFLATE_RATIO, &most) || jp_add_overflow(most, DEFLATE_SLACK, &most))
+        most = UINT64_MAX;
+    if (e->usize > most)
+        return jp_err_set(err, JP_CORRUPT, e->header_offset, e->name,
+                          "the member says %llu deflated bytes inflate to %llu, more than deflate "
+                          "can produce",
+                          (unsigned long long)e->csize, (unsigned long long)e->usize);
     if (e->usize > JP_ZIP_MAX_INFLATE || e->usize > SIZE_MAX - 1)
         return jp_err_set(err, JP_LIMIT, e->header_offset, e->name,
                           "the member inflates to %llu bytes; at most %llu are allowed",

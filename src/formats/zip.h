@@ -31,7 +31,8 @@ typedef struct jp_zip {
 jp_code jp_zip_open(jp_zip *z, jp_arena *arena, const uint8_t *data, size_t len, jp_err *err);
 const jp_zip_entry *jp_zip_find(const jp_zip *z, const char *name);
 /* The member's bytes: a view into the mapping for stored members (no copy),
- * else inflated into `arena` with size and crc checked. */
+ * else inflated into `arena` with size and crc checked (a member claiming
+ * more than deflate can produce from its bytes is refused first). */
 jp_code jp_zip_read(const jp_zip *z, const jp_zip_entry *e, jp_arena *arena, const uint8_t **out,
                     uint64_t *len, jp_err *err);
 

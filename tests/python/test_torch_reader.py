@@ -326,3 +326,153 @@ def test_cli_unsafe(hostile):
 def test_cli_usage():
     assert run_cli().returncode == 2
     assert run_cli("--bogus", "x").returncode == 2
+
+
+# ---- torch.export archives (torch.export.save): raw weights and JSON, no pickle
+
+class Exported(torch.nn.Module):
+    """Tied weights, a transposed parameter, bfloat16, batch statistics and a
+    non-persistent buffer (which torch.export keeps as a constant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, 6)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(6, 10, bias=False)
+        self.head.weight = self.emb.weight
+        self.t = torch.nn.Parameter(torch.randn(5, 7).t())
+        self.h = torch.nn.Parameter(torch.randn(4, 4).to(torch.bfloat16))
+        self.register_buffer("scale", torch.tensor(2.0), persistent=False)
+
+    def forward(self, x, ids):
+        y = self.bn(self.conv(x)).mean() * self.scale + self.t.sum() + self.h.float().sum()
+        return self.head(self.emb(ids)) + y
+
+
+def export(model, args, path):
+    import warnings
+    ep = torch.export.export(model.eval(), args)
+    with warnings.catch_warnings():  # torch's note that tied weights share one file
+        warnings.filterwarnings("ignore", "No complete tensor found")
+        torch.export.save(ep, path)
+    return ep
+
+
+@pytest.fixture(scope="module")
+def pt2(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pt2") / "m.pt2"
+    ep = export(F.randomise_bn(Exported()), (torch.randn(1, 3, 8, 8), torch.tensor([[1, 2]])), path)
+    return path, {**ep.state_dict, **ep.constants}
+
+
+def test_torch_export_archive_as_torch_exported_it(pt2):
+    path, ref = pt2
+    ix = jaxport.open_index(path)
+    assert ix.format == "torch-export"
+    names = [t["name"] for t in ix.tensors()]
+    assert sorted(names) == sorted(ref)
+    check_same(path, {n: ref[n] for n in names})
+    a = jaxport.load(path)
+    assert np.shares_memory(a["emb.weight"], a["head.weight"])
+    info = {t["name"]: t for t in ix.tensors()}
+    assert info["emb.weight"]["shared"] and not info["t"]["contiguous"]
+
+
+def test_torch_export_archive_of_two_models(tmp_path):
+    from torch.export.pt2_archive._package import package_pt2
+    torch.manual_seed(2)
+    enc, dec = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    eps = {"enc": torch.export.export(enc.eval(), (torch.zeros(1, 3),)),
+           "dec": torch.export.export(dec.eval(), (torch.zeros(1, 4),))}
+    package_pt2(tmp_path / "two.pt2", exported_programs=eps)
+    ref = {f"{m}/{k}": v for m, ep in eps.items() for k, v in ep.state_dict.items()}
+    names = [t["name"] for t in jaxport.open_index(tmp_path / "two.pt2").tensors()]
+    assert sorted(names) == sorted(ref)
+    check_same(tmp_path / "two.pt2", {n: ref[n] for n in names})
+
+
+def test_torch_export_archive_converts(tmp_path):
+    """A CNN exported by torch.export, converted into Flax from the archive
+    and checked by outputs."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
+
+    class LinenNet(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(8, (3, 3), padding=1)(x)))
+            return nn.Dense(4)(x.mean(axis=(1, 2)))
+
+    torch.manual_seed(1)
+    tm = F.randomise_bn(TorchNet()).eval()
+    x = torch.randn(2, 3, 6, 6)
+    export(tm, (x,), tmp_path / "net.pt2")
+    like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    variables = jaxport.convert(tmp_path / "net.pt2", like)
+    got = LinenNet().apply(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+    with torch.no_grad():
+        want = tm(x).numpy()
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def _edit_config(name, data, edit):
+    if not name.endswith("_weights_config.json"):
+        return data
+    doc = json.loads(data)
+    edit(doc["config"])
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("case, error, words", [
+    ("pickled", errors.UnsupportedError, "saved with pickle"),
+    ("symbolic", errors.UnsupportedError, "is symbolic"),
+    ("sparse", errors.UnsupportedError, "not strided"),
+    ("dtype", errors.DtypeError, "ScalarType 99"),
+    ("no member", errors.CorruptError, "has no member"),
+    ("past the end", errors.CorruptError, "needs bytes up to"),
+    ("not json", errors.CorruptError, "not valid JSON"),
+    ("not pt2", errors.FormatError, "not a torch.export file"),
+    ("big endian", errors.UnsupportedError, "byte order"),
+])
+def test_torch_export_archive_refused(pt2, tmp_path, case, error, words):
+    path, _ = pt2
+
+    def meta(c):
+        return c["conv.weight"]["tensor_meta"]
+
+    edits = {
+        "pickled": lambda c: c["conv.weight"].update(use_pickle=True),
+        "symbolic": lambda c: meta(c)["sizes"].__setitem__(0, {"as_expr": {"expr_str": "s0"}}),
+        "sparse": lambda c: meta(c).update(layout=1),
+        "dtype": lambda c: meta(c).update(dtype=99),
+        "no member": lambda c: c["conv.weight"].update(path_name="weight_99"),
+        "past the end": lambda c: meta(c).update(storage_offset={"as_int": 1}),
+    }
+
+    def transform(name, data):
+        if case in edits:
+            return _edit_config(name, data, edits[case])
+        if case == "not json" and name.endswith("_weights_config.json"):
+            return data[:-2]
+        if case == "not pt2" and name.endswith("/archive_format"):
+            return b"pt3"
+        if case == "big endian" and name.endswith("/byteorder"):
+            return b"big"
+        return data
+
+    bad = F._rewrite(path, tmp_path / "bad.pt2", transform=transform)
+    with pytest.raises(error, match=words):
+        jaxport.load(bad)
