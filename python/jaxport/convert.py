@@ -36,13 +36,18 @@ def _torch_array(t):
 
 def source_index(src, *, allow_unsafe=False):
     """An index of the source tensors: `src` is a path jaxport reads, an
-    open index, a torch.nn.Module or a state dict (tensors are viewed, not
-    copied, while on the CPU)."""
+    open index, a torch.nn.Module, a torch.export.ExportedProgram (its
+    state_dict, then its tensor constants, as torch.export.save writes them)
+    or a state dict (tensors are viewed, not copied, while on the CPU)."""
     if isinstance(src, _core.Index):
         return src
     if isinstance(src, str | os.PathLike):
         return _core.open(os.fspath(src), allow_unsafe=allow_unsafe)
-    state = src.state_dict() if callable(getattr(src, "state_dict", None)) else src
+    state = getattr(src, "state_dict", src)
+    if callable(state):
+        state = state()
+    elif state is not src:  # an ExportedProgram: state_dict is a property
+        state = {**state, **getattr(src, "constants", {})}
     if not hasattr(state, "items"):
         raise TypeError(f"src must be a path, a torch.nn.Module or a state dict, not {type(src).__name__}")
     import torch
@@ -203,8 +208,9 @@ def convert(src, like, *, to=None, hints=(), rules=None, mapping=None, dtype=Non
             return_plan=False):
     """The PyTorch weights of `src` in the shape of `like`.
 
-    src: a path jaxport reads (.pt, .bin, .safetensors, sharded index...), a
-    torch.nn.Module or a state dict. like: Flax linen params or variables
+    src: a path jaxport reads (.pt, .pt2, .bin, .safetensors, sharded
+    index...), a torch.nn.Module, a torch.export.ExportedProgram or a state
+    dict. like: Flax linen params or variables
     (with batch_stats), an NNX module (updated in place through nnx.update and
     returned) or nnx.State, an Equinox module, a list or dict of them, or
     (module, state) pair (the state gets BatchNorm running statistics),

@@ -419,13 +419,15 @@ def test_torch_export_archive_converts(tmp_path):
     torch.manual_seed(1)
     tm = F.randomise_bn(TorchNet()).eval()
     x = torch.randn(2, 3, 6, 6)
-    export(tm, (x,), tmp_path / "net.pt2")
+    ep = export(tm, (x,), tmp_path / "net.pt2")
     like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
-    variables = jaxport.convert(tmp_path / "net.pt2", like)
-    got = LinenNet().apply(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
     with torch.no_grad():
         want = tm(x).numpy()
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    # From the archive, and from the ExportedProgram itself.
+    for src in (tmp_path / "net.pt2", ep):
+        variables = jaxport.convert(src, like)
+        got = LinenNet().apply(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
 def _edit_config(name, data, edit):
