@@ -49,7 +49,8 @@ def source_index(src, *, allow_unsafe=False):
     elif state is not src:  # an ExportedProgram: state_dict is a property
         state = {**state, **getattr(src, "constants", {})}
     if not hasattr(state, "items"):
-        raise TypeError(f"src must be a path, a torch.nn.Module or a state dict, not {type(src).__name__}")
+        raise TypeError("src must be a path, a torch.nn.Module, an ExportedProgram or a state dict, "
+                        f"not {type(src).__name__}")
     import torch
     names = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
     return _core.from_arrays(names, [_torch_array(state[k]) for k in names])
