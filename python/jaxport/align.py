@@ -43,13 +43,14 @@ def leaves_file(like, to, tmp):
 
 
 def source_file(src, tmp):
-    """A path the command line reads: src itself, or a live module or state
-    dict saved in tmp with torch.save (which keeps the state dict's order,
-    the order a plan's fingerprint holds)."""
+    """A path the command line reads: src itself, or a live module,
+    ExportedProgram or state dict saved in tmp with torch.save (which keeps
+    the state dict's order, the order a plan's fingerprint holds)."""
     if isinstance(src, str | os.PathLike):
         return os.fspath(src)
     import torch
-    state = src.state_dict() if callable(getattr(src, "state_dict", None)) else src
+    from .convert import state_of
+    state = state_of(src)
     path = os.path.join(tmp, "source.pt")
     torch.save({k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}, path)
     return path
@@ -92,9 +93,9 @@ def align(src, like, out, *, to=None, hints=(), port=8765, allow_unsafe=False, w
     wait=False (a notebook) it returns at once a Server: its url, wait() for
     the Plan, stop().
 
-    src: a path jaxport reads, a torch.nn.Module or a state dict (saved to a
-    temporary file for the server with torch.save). like, to, hints: as
-    jaxport.match."""
+    src: a path jaxport reads, a torch.nn.Module, an ExportedProgram or a
+    state dict (saved to a temporary file for the server with torch.save).
+    like, to, hints: as jaxport.match."""
     exe = executable()
     # The server has read both files (and mapped the checkpoint) once it
     # prints its address, so they may go then.

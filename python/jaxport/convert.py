@@ -34,6 +34,18 @@ def _torch_array(t):
     return t.numpy()
 
 
+def state_of(src):
+    """The tensors of a live source by name: a module's state_dict(), an
+    ExportedProgram's state_dict then its tensor constants (as
+    torch.export.save writes them), or src itself (a state dict)."""
+    state = getattr(src, "state_dict", src)
+    if callable(state):
+        return state()
+    if state is not src:  # an ExportedProgram: state_dict is a property
+        return {**state, **getattr(src, "constants", {})}
+    return src
+
+
 def source_index(src, *, allow_unsafe=False):
     """An index of the source tensors: `src` is a path jaxport reads, an
     open index, a torch.nn.Module, a torch.export.ExportedProgram (its
@@ -43,11 +55,7 @@ def source_index(src, *, allow_unsafe=False):
         return src
     if isinstance(src, str | os.PathLike):
         return _core.open(os.fspath(src), allow_unsafe=allow_unsafe)
-    state = getattr(src, "state_dict", src)
-    if callable(state):
-        state = state()
-    elif state is not src:  # an ExportedProgram: state_dict is a property
-        state = {**state, **getattr(src, "constants", {})}
+    state = state_of(src)
     if not hasattr(state, "items"):
         raise TypeError("src must be a path, a torch.nn.Module, an ExportedProgram or a state dict, "
                         f"not {type(src).__name__}")
