@@ -1,8 +1,9 @@
 """Open-to-dict time and memory: jaxport.load against torch.load(mmap=True,
-weights_only=True) and safetensors.numpy.load_file on the same tensors.
+weights_only=True), safetensors.numpy.load_file and torch.export.load on the
+same tensors.
 
-Builds a stack of 4096x4096 float32 linears (64 MiB each) as a .pt and as a
-.safetensors under --dir, warms the page cache, then runs each loader
+Builds a stack of 4096x4096 float32 linears (64 MiB each) as a .pt, as a
+.safetensors and as a torch.export archive (.pt2) under --dir, warms the page cache, then runs each loader
 --repeat times, each in a fresh process so memory numbers are its own, and
 prints the best time, the growth of anonymous and total RSS during the call
 and the peak RSS growth (VmHWM), with ratios. The files are deleted at the
@@ -38,6 +39,9 @@ if which.startswith("jaxport"):
 elif which == "torch":
     import torch
     load = lambda: torch.load(path, mmap=True, weights_only=True)
+elif which == "torch-export":
+    import torch
+    load = lambda: torch.export.load(path).state_dict
 else:
     from safetensors.numpy import load_file
     load = lambda: load_file(path)
@@ -61,6 +65,8 @@ LOADERS = [
     ("jaxport-st", "jaxport.load (the .safetensors)", ".safetensors"),
     ("torch", "torch.load(mmap=True, weights_only=True)", ".pt"),
     ("safetensors", "safetensors.numpy.load_file", ".safetensors"),
+    ("jaxport-pt2", "jaxport.load (the .pt2)", ".pt2"),
+    ("torch-export", "torch.export.load(...).state_dict", ".pt2"),
 ]
 
 MIB = 1024 * 1024
@@ -78,6 +84,19 @@ def build(folder, gb):
         tensors[f"layers.{i}.bias"] = torch.zeros(4096)
     torch.save(tensors, folder / "model.pt")
     save_file(tensors, str(folder / "model.safetensors"))
+
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(4096, 4096, device="meta") for _ in range(n))
+            self.load_state_dict(tensors, assign=True)  # the same tensors, no copy
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    torch.export.save(torch.export.export(Stack(), (torch.zeros(1, 4096),)), folder / "model.pt2")
     return n
 
 
@@ -133,6 +152,8 @@ def main():
         print(f"jaxport.load takes {j / t:.3f}x the time of torch.load and {j / s:.3f}x that of "
               f"safetensors.numpy.load_file ({results['jaxport']['tensors']} tensors each); on the "
               f".safetensors file it takes {js / s:.3f}x the time of safetensors.numpy.load_file")
+        jp, te = results["jaxport-pt2"]["seconds"], results["torch-export"]["seconds"]
+        print(f"on the .pt2 archive it takes {jp / te:.4f}x the time of torch.export.load")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
