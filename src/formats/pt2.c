@@ -77,6 +77,10 @@ typedef struct pctx {
     jp_err *err;
 } pctx;
 
+static jp_code oom(pctx *c) {
+    return jp_err_set(c->err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+}
+
 /* {"as_int": n}: JP_OK with n >= 0; JP_UNSUPPORTED for anything else that
  * is not "as_int" (a symbolic size, {"as_expr": ...}); JP_CORRUPT for a
  * negative or non-integer one. */
@@ -88,25 +92,23 @@ static jp_code as_int(const json_t *v, int64_t *out) {
     return JP_OK;
 }
 
-/* A JSON member of the archive, parsed; NULL with err set. */
-static json_t *load_json(pctx *c, const jp_zip_entry *e) {
-    if (e->usize > MAX_CONFIG_BYTES) {
-        jp_err_set(c->err, JP_LIMIT, e->header_offset, e->name,
-                   "the config is %llu bytes; jaxport reads configs of at most %u",
-                   (unsigned long long)e->usize, MAX_CONFIG_BYTES);
-        return NULL;
-    }
+/* A JSON member of the archive, parsed into *root. */
+static jp_code load_json(pctx *c, const jp_zip_entry *e, json_t **root) {
+    if (e->usize > MAX_CONFIG_BYTES)
+        return jp_err_set(c->err, JP_LIMIT, e->header_offset, e->name,
+                          "the config is %llu bytes; jaxport reads configs of at most %u",
+                          (unsigned long long)e->usize, MAX_CONFIG_BYTES);
     const uint8_t *p;
     uint64_t n;
-    if (jp_zip_read(c->z, e, &c->ix->arena, &p, &n, c->err)) return NULL;
+    jp_code rc = jp_zip_read(c->z, e, &c->ix->arena, &p, &n, c->err);
+    if (rc) return rc;
     json_error_t je;
-    json_t *root = json_loadb((const char *)p, (size_t)n, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        jp_err_set(c->err, JP_CORRUPT, e->method == 0 ? e->data_offset + (uint64_t)je.position : JP_NO_OFFSET,
-                   e->name, "not valid JSON: %s", je.text);
-        return NULL;
-    }
-    return root;
+    *root = json_loadb((const char *)p, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    if (!*root)
+        return jp_err_set(c->err, JP_CORRUPT,
+                          e->method == 0 ? e->data_offset + (uint64_t)je.position : JP_NO_OFFSET,
+                          e->name, "not valid JSON: %s", je.text);
+    return JP_OK;
 }
 
 /* The shape, strides, dtype and offset of one entry's tensor_meta into t;
@@ -114,7 +116,8 @@ static json_t *load_json(pctx *c, const jp_zip_entry *e) {
 static jp_code read_meta(pctx *c, const jp_zip_entry *cfg, const char *name, const json_t *meta,
                          jp_tensor *t, int64_t *offset) {
     const json_t *dtype = json_object_get(meta, "dtype"), *layout = json_object_get(meta, "layout"),
-                 *sizes = json_object_get(meta, "sizes"), *strides = json_object_get(meta, "strides");
+                 *sizes = json_object_get(meta, "sizes"),
+                 *strides = json_object_get(meta, "strides");
     if (!json_is_integer(dtype) || !json_is_array(sizes) || !json_is_array(strides))
         return jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, name,
                           "tensor %s: its tensor_meta needs \"dtype\" (an integer), \"sizes\" and "
@@ -166,7 +169,7 @@ static jp_code read_entry(pctx *c, const jp_zip_entry *cfg, const char *dir, con
                           "entry %s needs \"path_name\" (a string)", name);
     const char *pn = json_string_value(path);
     if (json_is_null(meta) || !meta)  /* a custom object (torchbind), not a tensor */
-        return jp_index_add_meta(c->ix, name, "custom object (not read)") ? JP_NO_MEMORY : JP_OK;
+        return jp_index_add_meta(c->ix, name, "custom object (not read)") ? oom(c) : JP_OK;
     if (json_is_true(json_object_get(v, "use_pickle")))
         return jp_err_set(c->err, JP_UNSUPPORTED, cfg->header_offset, name,
                           "tensor %s (%s) is saved with pickle, as torch.export saves tensor "
@@ -175,11 +178,15 @@ static jp_code read_entry(pctx *c, const jp_zip_entry *cfg, const char *dir, con
         return jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, name,
                           "entry %s: tensor_meta is not an object", name);
     char *member = jp_arena_printf(&c->ix->arena, "%s/%s%s", c->prefix, dir, pn);
-    if (!member) return JP_NO_MEMORY;
+    if (!member) return oom(c);
     const jp_zip_entry *e = jp_zip_find(c->z, member);
     if (!e)
         return jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, name,
                           "tensor %s: the archive has no member %s", name, member);
+    if (strlen(name) > JP_LIMIT_NAME)
+        return jp_err_set(c->err, JP_LIMIT, cfg->header_offset, NULL,
+                          "a tensor name of %zu bytes; at most %d are allowed", strlen(name),
+                          JP_LIMIT_NAME);
     jp_tensor *t = jp_index_new_tensor(c->ix, name, strlen(name));
     if (!t)
         return jp_err_set(c->err, c->ix->tensors.len >= JP_LIMIT_TENSORS ? JP_LIMIT : JP_NO_MEMORY,
@@ -207,10 +214,10 @@ static jp_code read_entry(pctx *c, const jp_zip_entry *cfg, const char *dir, con
 /* Every entry of one config member (dir: "data/weights/" or
  * "data/constants/"); names get "<model>/" in front when `model` is set. */
 static jp_code read_config(pctx *c, const jp_zip_entry *cfg, const char *dir, const char *model) {
-    json_t *root = load_json(c, cfg);
-    if (!root) return c->err ? c->err->code : JP_CORRUPT;
+    json_t *root = NULL;
+    jp_code rc = load_json(c, cfg, &root);
+    if (rc) return rc;
     const json_t *entries = json_is_object(root) ? json_object_get(root, "config") : NULL;
-    jp_code rc = JP_OK;
     if (!json_is_object(entries))
         rc = jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, cfg->name,
                         "the config is not {\"config\": {name: entry, ...}}");
@@ -219,11 +226,9 @@ static jp_code read_config(pctx *c, const jp_zip_entry *cfg, const char *dir, co
     json_object_foreach((json_t *)entries, key, v) {
         if (rc) break;
         const char *name = model ? jp_arena_printf(&c->ix->arena, "%s/%s", model, key) : key;
-        rc = name ? read_entry(c, cfg, dir, name, v) : JP_NO_MEMORY;
+        rc = name ? read_entry(c, cfg, dir, name, v) : oom(c);
     }
     json_decref(root);
-    if (rc == JP_NO_MEMORY && c->err->code != JP_NO_MEMORY)
-        rc = jp_err_set(c->err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
     return rc;
 }
 
@@ -241,7 +246,19 @@ static const char *config_model(pctx *c, const char *member, const char *dir, co
 
 static const struct {
     const char *dir, *suffix;
-} configs[] = {{"data/weights/", "_weights_config.json"}, {"data/constants/", "_constants_config.json"}};
+} configs[] = {{"data/weights/", "_weights_config.json"},
+               {"data/constants/", "_constants_config.json"}};
+
+/* A config member found, and the model its name says. */
+typedef struct found {
+    const jp_zip_entry *e;
+    const char *dir, *model;
+    size_t model_len;
+} found;
+
+static bool same_model(const found *a, const found *b) {
+    return a->model_len == b->model_len && strncmp(a->model, b->model, a->model_len) == 0;
+}
 
 jp_code jp_read_pt2(jp_index *ix, const jp_zip *z, const char *prefix, jp_err *err) {
     pctx c = {.ix = ix, .z = z, .prefix = prefix, .err = err};
@@ -250,8 +267,7 @@ jp_code jp_read_pt2(jp_index *ix, const jp_zip *z, const char *prefix, jp_err *e
     c.storage_of = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.storage_of);
     c.bytes = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.bytes);
     c.len = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.len);
-    if (!bo || !c.storage_of || !c.bytes || !c.len)
-        return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
+    if (!bo || !c.storage_of || !c.bytes || !c.len) return oom(&c);
     memset(c.storage_of, 0, slots * sizeof *c.storage_of);
     const jp_zip_entry *be = jp_zip_find(z, bo);
     if (be) {
@@ -264,31 +280,29 @@ jp_code jp_read_pt2(jp_index *ix, const jp_zip *z, const char *prefix, jp_err *e
                               "the archive's byte order is not 'little'; jaxport reads "
                               "little-endian torch.export archives");
     }
-    /* The models the configs name: with more than one, tensor names say whose. */
-    const char *first = NULL;
-    size_t first_len = 0;
+    /* The configs, and the models they name: with more than one model,
+     * tensor names say whose. */
+    size_t nconfigs = sizeof configs / sizeof configs[0], nf = 0;
+    found *f = jp_arena_alloc_array(&ix->arena, slots * nconfigs, sizeof *f);
+    if (!f) return oom(&c);
+    for (size_t i = 0; i < z->count; i++)
+        for (size_t k = 0; k < nconfigs; k++) {
+            found *x = &f[nf];
+            x->model = config_model(&c, z->entries[i].name, configs[k].dir, configs[k].suffix,
+                                    &x->model_len);
+            if (!x->model) continue;
+            x->e = &z->entries[i];
+            x->dir = configs[k].dir;
+            nf++;
+        }
     bool several = false;
-    for (size_t i = 0; i < z->count; i++)
-        for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
-            size_t ml;
-            const char *m = config_model(&c, z->entries[i].name, configs[k].dir, configs[k].suffix, &ml);
-            if (!m) continue;
-            if (!first) {
-                first = m;
-                first_len = ml;
-            } else if (ml != first_len || strncmp(m, first, ml) != 0) {
-                several = true;
-            }
-        }
-    for (size_t i = 0; i < z->count; i++)
-        for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
-            size_t ml;
-            const char *m = config_model(&c, z->entries[i].name, configs[k].dir, configs[k].suffix, &ml);
-            if (!m) continue;
-            const char *model = several ? jp_arena_strndup(&ix->arena, m, ml) : NULL;
-            if (several && !model) return jp_err_set(err, JP_NO_MEMORY, JP_NO_OFFSET, NULL, "out of memory");
-            jp_code rc = read_config(&c, &z->entries[i], configs[k].dir, model);
-            if (rc) return rc;
-        }
+    for (size_t j = 1; j < nf; j++) several = several || !same_model(&f[j], &f[0]);
+    for (size_t j = 0; j < nf; j++) {
+        const char *model = NULL;
+        if (several && !(model = jp_arena_strndup(&ix->arena, f[j].model, f[j].model_len)))
+            return oom(&c);
+        jp_code rc = read_config(&c, f[j].e, f[j].dir, model);
+        if (rc) return rc;
+    }
     return JP_OK;
 }
