@@ -63,6 +63,7 @@ static jp_dtype scalar_type(json_int_t v) {
 }
 
 #define LAYOUT_STRIDED 7
+#define WEIGHTS_DIR "data/weights/"
 
 typedef struct pctx {
     jp_index *ix;
@@ -168,8 +169,13 @@ static jp_code read_entry(pctx *c, const jp_zip_entry *cfg, const char *dir, con
         return jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, name,
                           "entry %s needs \"path_name\" (a string)", name);
     const char *pn = json_string_value(path);
-    if (json_is_null(meta) || !meta)  /* a custom object (torchbind), not a tensor */
+    if (json_is_null(meta) || !meta) {
+        /* A constant may be a custom object (torchbind), not a tensor; a weight may not. */
+        if (strcmp(dir, WEIGHTS_DIR) == 0)
+            return jp_err_set(c->err, JP_CORRUPT, cfg->header_offset, name,
+                              "weight %s has no tensor_meta", name);
         return jp_index_add_meta(c->ix, name, "custom object (not read)") ? oom(c) : JP_OK;
+    }
     if (json_is_true(json_object_get(v, "use_pickle")))
         return jp_err_set(c->err, JP_UNSUPPORTED, cfg->header_offset, name,
                           "tensor %s (%s) is saved with pickle, as torch.export saves tensor "
@@ -246,7 +252,7 @@ static const char *config_model(pctx *c, const char *member, const char *dir, co
 
 static const struct {
     const char *dir, *suffix;
-} configs[] = {{"data/weights/", "_weights_config.json"},
+} configs[] = {{WEIGHTS_DIR, "_weights_config.json"},
                {"data/constants/", "_constants_config.json"}};
 
 /* A config member found, and the model its name says. */
