@@ -80,7 +80,8 @@ jp_code jp_read_sharded(jp_index *ix, const char *path, const uint8_t *data, siz
 jp_code jp_read_torch_zip(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 jp_code jp_read_torch_legacy(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);
 /* A torch.export archive: z, open, whose members are under prefix/ (pt2.c;
- * the torch zip reader sends archives with prefix/archive_format there). */
+ * the torch zip reader sends archives with prefix/archive_format there,
+ * once it has checked the byte order is little-endian). */
 struct jp_zip;
 jp_code jp_read_pt2(jp_index *ix, const struct jp_zip *z, const char *prefix, jp_err *err);
 jp_code jp_read_msgpack(jp_index *ix, const uint8_t *data, size_t len, jp_err *err);

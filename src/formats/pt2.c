@@ -268,24 +268,12 @@ static bool same_model(const found *a, const found *b) {
 
 jp_code jp_read_pt2(jp_index *ix, const jp_zip *z, const char *prefix, jp_err *err) {
     pctx c = {.ix = ix, .z = z, .prefix = prefix, .err = err};
-    const char *bo = jp_arena_printf(&ix->arena, "%s/byteorder", prefix);
     size_t slots = z->count ? z->count : 1;
     c.storage_of = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.storage_of);
     c.bytes = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.bytes);
     c.len = jp_arena_alloc_array(&ix->arena, slots, sizeof *c.len);
-    if (!bo || !c.storage_of || !c.bytes || !c.len) return oom(&c);
+    if (!c.storage_of || !c.bytes || !c.len) return oom(&c);
     memset(c.storage_of, 0, slots * sizeof *c.storage_of);
-    const jp_zip_entry *be = jp_zip_find(z, bo);
-    if (be) {
-        const uint8_t *b;
-        uint64_t n;
-        jp_code rc = jp_zip_read(z, be, &ix->arena, &b, &n, err);
-        if (rc) return rc;
-        if (!(n == 6 && memcmp(b, "little", 6) == 0))
-            return jp_err_set(err, JP_UNSUPPORTED, be->data_offset, be->name,
-                              "the archive's byte order is not 'little'; jaxport reads "
-                              "little-endian torch.export archives");
-    }
     /* The configs, and the models they name: with more than one model,
      * tensor names say whose. */
     size_t nconfigs = sizeof configs / sizeof configs[0], nf = 0;

@@ -914,6 +914,25 @@ static jp_code with_context(jp_index *ix, const uint8_t *data, size_t len, jp_er
 
 /* ---------------------------------------------------------------- zip */
 
+/* The archive's <prefix>/byteorder member, when it has one: c->big_endian
+ * for "big", nothing for "little", an error for anything else. Both
+ * torch.save and torch.export write it. */
+static jp_code read_byteorder(tctx *c, const jp_zip *z, const jp_zip_entry **out) {
+    char *bo = jp_arena_printf(&c->ix->arena, "%s/byteorder", c->prefix);
+    if (!bo) return oom(c);
+    const jp_zip_entry *be = *out = jp_zip_find(z, bo);
+    if (!be) return JP_OK;
+    const uint8_t *b;
+    uint64_t n;
+    jp_code rc = jp_zip_read(z, be, &c->ix->arena, &b, &n, c->err);
+    if (rc) return rc;
+    if (n == 3 && memcmp(b, "big", 3) == 0) c->big_endian = true;
+    else if (!(n == 6 && memcmp(b, "little", 6) == 0))
+        return jp_err_set(c->err, JP_CORRUPT, be->data_offset, be->name,
+                          "the byte order is neither 'little' nor 'big'");
+    return JP_OK;
+}
+
 /* An archive without data.pkl: torch.export's, when it says so, or no torch file. */
 static jp_code read_pt2(tctx *c, const jp_zip *z, const char *pkl) {
     char *af = jp_arena_printf(&c->ix->arena, "%s/archive_format", c->prefix);
@@ -930,6 +949,12 @@ static jp_code read_pt2(tctx *c, const jp_zip *z, const char *pkl) {
     if (!(n == 3 && memcmp(v, "pt2", 3) == 0))
         return jp_err_set(c->err, JP_FORMAT, e->data_offset, e->name,
                           "the archive format is not 'pt2': not a torch.export file");
+    const jp_zip_entry *be;
+    if ((rc = read_byteorder(c, z, &be))) return rc;
+    if (c->big_endian)
+        return jp_err_set(c->err, JP_UNSUPPORTED, be->data_offset, be->name,
+                          "the archive's byte order is not 'little'; jaxport reads "
+                          "little-endian torch.export archives");
     c->ix->format = JP_FORMAT_TORCH_EXPORT;
     return jp_read_pt2(c->ix, z, c->prefix, c->err);
 }
@@ -947,22 +972,11 @@ static jp_code read_zip(tctx *c, const uint8_t *data, size_t len) {
                           "under one");
     c->zip = &z;
     c->prefix = jp_arena_strndup(&c->ix->arena, first, (size_t)(slash - first));
-    char *pkl = jp_arena_printf(&c->ix->arena, "%s/data.pkl", c->prefix);
-    char *bo = jp_arena_printf(&c->ix->arena, "%s/byteorder", c->prefix);
-    if (!c->prefix || !pkl || !bo) return oom(c);
-    const jp_zip_entry *pe = jp_zip_find(&z, pkl);
+    char *pkl = c->prefix ? jp_arena_printf(&c->ix->arena, "%s/data.pkl", c->prefix) : NULL;
+    if (!pkl) return oom(c);
+    const jp_zip_entry *pe = jp_zip_find(&z, pkl), *be;
     if (!pe) return read_pt2(c, &z, pkl);
-    const jp_zip_entry *be = jp_zip_find(&z, bo);
-    if (be) {
-        const uint8_t *b;
-        uint64_t n;
-        rc = jp_zip_read(&z, be, &c->ix->arena, &b, &n, c->err);
-        if (rc) return rc;
-        if (n == 3 && memcmp(b, "big", 3) == 0) c->big_endian = true;
-        else if (!(n == 6 && memcmp(b, "little", 6) == 0))
-            return jp_err_set(c->err, JP_CORRUPT, be->data_offset, be->name,
-                              "the byte order is neither 'little' nor 'big'");
-    }
+    if ((rc = read_byteorder(c, &z, &be))) return rc;
     const uint8_t *p;
     uint64_t n;
     rc = jp_zip_read(&z, pe, &c->ix->arena, &p, &n, c->err);
