@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from flax import linen
 
 import jaxport
 
@@ -26,6 +27,16 @@ def cli_tool():
 FLOAT_DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64]
 INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
 FLOAT8_DTYPES = [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
+
+
+class LinenNet(linen.Module):
+    """torch_fixtures.TorchNet in Flax linen."""
+
+    @linen.compact
+    def __call__(self, x):
+        x = linen.Conv(8, (3, 3), padding=1)(x)
+        x = linen.relu(linen.BatchNorm(use_running_average=True)(x))
+        return linen.Dense(4)(x.mean(axis=(1, 2)))
 
 
 def param_tree(seed=0):

@@ -11,20 +11,10 @@ from flax import linen as nn
 
 import jaxport
 from jaxport import errors
-from torch_fixtures import randomise_bn
+from jaxfixtures import LinenNet
+from torch_fixtures import TorchNet, randomise_bn
 
 torch.manual_seed(0)
-
-
-class TorchNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.fc = torch.nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
 
 
 def trained():
@@ -32,14 +22,6 @@ def trained():
 
 
 X = np.random.RandomState(0).randn(2, 3, 6, 6).astype(np.float32)
-
-
-class LinenNet(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Conv(8, (3, 3), padding=1)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=True)(x))
-        return nn.Dense(4)(x.mean(axis=(1, 2)))
 
 
 def test_linen_variables_from_a_live_module_and_verify():

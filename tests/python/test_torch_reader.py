@@ -398,26 +398,10 @@ def test_torch_export_archive_converts(tmp_path):
     and checked by outputs."""
     import jax
     import jax.numpy as jnp
-    from flax import linen as nn
-
-    class TorchNet(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.bn = torch.nn.BatchNorm2d(8)
-            self.fc = torch.nn.Linear(8, 4)
-
-        def forward(self, x):
-            return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
-
-    class LinenNet(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(8, (3, 3), padding=1)(x)))
-            return nn.Dense(4)(x.mean(axis=(1, 2)))
+    from jaxfixtures import LinenNet
 
     torch.manual_seed(1)
-    tm = F.randomise_bn(TorchNet()).eval()
+    tm = F.randomise_bn(F.TorchNet()).eval()
     x = torch.randn(2, 3, 6, 6)
     ep = export(tm, (x,), tmp_path / "net.pt2")
     like = LinenNet().init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))

@@ -50,6 +50,20 @@ DTYPES = {
 }
 
 
+class TorchNet(nn.Module):
+    """A small CNN: conv, BatchNorm, ReLU, global mean, Linear (LinenNet in
+    jaxfixtures is its Flax twin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().mean(dim=(2, 3)))
+
+
 def randomise_bn(model):
     """model with every BatchNorm's running statistics, scale and shift
     drawn at random (fresh ones are 0 and 1, which hide swapped or dropped
