@@ -478,16 +478,16 @@ static jp_code narrow(runner *r, const leaf_job *j, size_t *count, bool first, i
     return JP_OK;
 }
 
+/* The bytes a dense copy of v takes in r->stage: copies start 16 bytes apart. */
+static size_t staged_bytes(const jp_view *v) {
+    return ((size_t)view_numel(v) * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
+}
+
 /* Make every misaligned view of the tile a dense aligned copy in r->stage. */
 static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
     size_t need = 0;
-    for (size_t q = 0; q < count; q++) {
-        const jp_view *v = &r->tile[q];
-        if (!jp_view_misaligned(v)) continue;
-        uint64_t numel = 1;
-        for (int d = 0; d < v->ndim; d++) numel *= (uint64_t)v->shape[d];
-        need += ((size_t)numel * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
-    }
+    for (size_t q = 0; q < count; q++)
+        if (jp_view_misaligned(&r->tile[q])) need += staged_bytes(&r->tile[q]);
     if (!need) return JP_OK;
     if (need > r->stagecap) {
         free(r->stage);
@@ -501,13 +501,8 @@ static jp_code stage_tile(runner *r, const leaf_job *j, size_t count) {
         if (!jp_view_misaligned(v)) continue;
         jp_code rc = jp_view_copy_dense(at, v, r->o.pool, r->err);
         if (rc) return leaf_error(r, j->leaf, r->tile_part[q], rc);
-        uint64_t numel = 1;
-        for (int d = v->ndim - 1; d >= 0; d--) {
-            v->strides[d] = (int64_t)numel;
-            numel *= (uint64_t)v->shape[d];
-        }
-        v->data = at;
-        at += ((size_t)numel * jp_dtype_size(v->dtype) + 15) & ~(size_t)15;
+        *v = dense_view(v, at);
+        at += staged_bytes(v);
     }
     return JP_OK;
 }
